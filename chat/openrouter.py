@@ -1,0 +1,156 @@
+"""The OpenRouter client: the only code that talks to the model API.
+
+Any OpenAI-compatible server works (OPENROUTER_BASE_URL), e.g. a local llama.cpp or Ollama.
+"""
+
+import json
+import logging
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+from django.conf import settings
+
+from integrations.http import async_client
+
+log = logging.getLogger(__name__)
+
+
+class UpstreamError(Exception):
+    """The model API failed. `status` is what an HTTP API should answer with (502/504/...)."""
+
+    def __init__(self, message: str, status: int = 502, retry_after: str | None = None):
+        super().__init__(message)
+        self.message = message
+        self.status = status
+        self.retry_after = retry_after
+
+
+class NotConfigured(UpstreamError):
+    def __init__(self) -> None:
+        super().__init__(
+            "Chat needs an OpenRouter API key: set OPENROUTER_API_KEY and restart.", status=503
+        )
+
+
+def _headers() -> dict[str, str]:
+    if not settings.OPENROUTER_API_KEY:
+        raise NotConfigured()
+    headers = {
+        "Authorization": f"Bearer {settings.OPENROUTER_API_KEY}",
+        "X-Title": settings.OPENROUTER_APP_NAME,
+    }
+    if settings.OPENROUTER_APP_URL:
+        headers["HTTP-Referer"] = settings.OPENROUTER_APP_URL
+    return headers
+
+
+def _timeout(read: float | None = None) -> httpx.Timeout:
+    return httpx.Timeout(
+        connect=settings.OPENROUTER_CONNECT_TIMEOUT,
+        read=read or settings.OPENROUTER_READ_TIMEOUT,
+        write=30.0,
+        pool=settings.OPENROUTER_CONNECT_TIMEOUT,
+    )
+
+
+def _error_from_response(response: httpx.Response) -> UpstreamError:
+    detail = ""
+    try:
+        payload = response.json()
+        error = payload.get("error", payload) if isinstance(payload, dict) else payload
+        detail = str(error.get("message", "")) if isinstance(error, dict) else str(error)
+    except ValueError:
+        detail = response.text[:300]
+    code = response.status_code
+    if code == 401:
+        message = "OpenRouter rejected the API key (401)"
+    elif code == 402:
+        message = "OpenRouter says the account is out of credits (402)"
+    elif code == 429:
+        retry = response.headers.get("Retry-After")
+        message = "Rate limited by the model provider (429)" + (
+            f"; retry after {retry} s" if retry else ""
+        )
+        return UpstreamError(_join(message, detail), status=429, retry_after=retry)
+    else:
+        message = f"The model API answered {code}"
+    status = 404 if code == 404 else 502
+    return UpstreamError(_join(message, detail), status=status)
+
+
+def _join(message: str, detail: str) -> str:
+    return f"{message}: {detail}" if detail else message
+
+
+def _transport_error(exc: httpx.HTTPError) -> UpstreamError:
+    if isinstance(exc, httpx.ReadTimeout):
+        return UpstreamError(
+            f"The model stopped sending data for {settings.OPENROUTER_READ_TIMEOUT:g} s "
+            "(timed out)",
+            status=504,
+        )
+    if isinstance(exc, httpx.TimeoutException):
+        return UpstreamError("Timed out reaching the model API", status=504)
+    if isinstance(exc, httpx.ConnectError):
+        return UpstreamError("Could not reach the model API")
+    return UpstreamError("The connection to the model API dropped mid-stream")
+
+
+async def stream_chat(body: dict[str, Any]) -> AsyncIterator[tuple[str, dict[str, Any]]]:
+    """Stream a chat completion, yielding (raw data line, parsed chunk) per upstream chunk.
+
+    Comment lines (`: OPENROUTER PROCESSING`) are skipped. A non-200 answer, a malformed chunk,
+    an in-band error, a stall past the read timeout or a dropped connection raise UpstreamError.
+    Closing the generator closes the upstream request.
+    """
+    url = f"{settings.OPENROUTER_BASE_URL}/chat/completions"
+    headers = _headers()
+    try:
+        async with async_client().stream(
+            "POST", url, json=body, headers=headers, timeout=_timeout()
+        ) as response:
+            if response.status_code != 200:
+                await response.aread()
+                raise _error_from_response(response)
+            finished = False
+            async for line in response.aiter_lines():
+                if not line.startswith("data:"):
+                    continue  # blank separators, comments and other SSE fields
+                data = line[5:].strip()
+                if data == "[DONE]":
+                    return
+                try:
+                    chunk = json.loads(data)
+                except ValueError:
+                    raise UpstreamError("The model API sent a malformed chunk") from None
+                if not isinstance(chunk, dict):
+                    raise UpstreamError("The model API sent a malformed chunk")
+                error = chunk.get("error")
+                if error:
+                    message = error.get("message") if isinstance(error, dict) else str(error)
+                    raise UpstreamError(f"The model provider reported an error: {message}")
+                if any(c.get("finish_reason") for c in chunk.get("choices") or []):
+                    finished = True
+                yield data, chunk
+            if not finished:
+                raise UpstreamError("The connection to the model API dropped mid-stream")
+    except httpx.HTTPError as exc:
+        raise _transport_error(exc) from None
+
+
+async def get_json(path: str, params: dict[str, str] | None = None) -> Any:
+    """GET a JSON document from the model API (models, generation stats)."""
+    url = f"{settings.OPENROUTER_BASE_URL}{path}"
+    try:
+        response = await async_client().get(
+            url, params=params, headers=_headers(), timeout=_timeout(read=30.0)
+        )
+    except httpx.HTTPError as exc:
+        raise _transport_error(exc) from None
+    if response.status_code != 200:
+        raise _error_from_response(response)
+    try:
+        return response.json()
+    except ValueError:
+        raise UpstreamError("The model API sent malformed JSON") from None

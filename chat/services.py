@@ -1,0 +1,283 @@
+"""Chat domain functions shared by the API, the pages, the consumers and the commands."""
+
+import logging
+from dataclasses import dataclass, field
+from datetime import UTC, timedelta
+from typing import Any
+
+from django.conf import settings
+from django.db import transaction
+from django.http import Http404
+from django.utils import timezone
+
+from chat import turns
+from chat.models import ApiToken, Conversation, Message, hash_token
+from chat.rendering import render_markdown
+from chat.turns import Turn
+
+log = logging.getLogger(__name__)
+
+# Keys of a chat request that are ours and never forwarded upstream.
+_OWN_KEYS = {"session_id", "metadata", "messages", "model", "stream", "stream_options"}
+TITLE_LENGTH = 60
+
+
+# Access -------------------------------------------------------------------------------------
+
+
+def get_conversation_for_user(user, session_id: str) -> Conversation:
+    """The one access helper: the user's conversation, or 404 for anything else."""
+    try:
+        return Conversation.objects.for_user(user).get(session_id=session_id)
+    except Conversation.DoesNotExist:
+        raise Http404("Conversation not found") from None
+
+
+async def aget_conversation_for_user(user, session_id: str) -> Conversation:
+    try:
+        return await Conversation.objects.for_user(user).aget(session_id=session_id)
+    except Conversation.DoesNotExist:
+        raise Http404("Conversation not found") from None
+
+
+def authenticate_token(raw: str):
+    """Return the active user owning this API token, or None."""
+    token = (
+        ApiToken.objects.active().select_related("user").filter(key_hash=hash_token(raw)).first()
+    )
+    if token is None:
+        return None
+    now = timezone.now()
+    if token.last_used_at is None or now - token.last_used_at > timedelta(minutes=1):
+        ApiToken.objects.filter(pk=token.pk).update(last_used_at=now)
+    return token.user
+
+
+def create_api_token(user, name: str = "") -> str:
+    raw, key_hash, hint = ApiToken.generate()
+    ApiToken.objects.create(user=user, name=name, key_hash=key_hash, hint=hint)
+    return raw
+
+
+# Conversations and messages -----------------------------------------------------------------
+
+
+def delete_conversation(user, session_id: str) -> None:
+    """Delete the user's conversation; an unknown id is a no-op, another user's id is a 404."""
+    conversation = Conversation.objects.filter(session_id=session_id).first()
+    if conversation is None:
+        return
+    if conversation.user_id != user.pk:
+        raise Http404("Conversation not found")
+    turns.cancel_turn(conversation.pk)
+    conversation.delete()
+
+
+def delete_message(user, session_id: str, message_ref: str) -> None:
+    """Delete one message (by server id or client id) and everything that descends from it."""
+    conversation = get_conversation_for_user(user, session_id)
+    messages = conversation.messages.all()
+    if message_ref.isdigit():
+        matched = messages.filter(pk=int(message_ref)) | messages.filter(
+            client_message_id=message_ref
+        )
+    else:
+        matched = messages.filter(client_message_id=message_ref)
+    targets = list(matched)
+    if not targets:
+        raise Http404("Message not found")
+    if any(m.status == Message.Status.STREAMING for m in targets) or _has_streaming_descendant(
+        targets
+    ):
+        turns.cancel_turn(conversation.pk)
+    for message in targets:
+        message.delete()
+
+
+def _has_streaming_descendant(messages: list[Message]) -> bool:
+    frontier = [m.pk for m in messages]
+    while frontier:
+        children = list(Message.objects.filter(parent_id__in=frontier).values_list("pk", "status"))
+        if any(status == Message.Status.STREAMING for _, status in children):
+            return True
+        frontier = [pk for pk, _ in children]
+    return False
+
+
+def recover_interrupted_messages(older_than: timedelta | None = None) -> int:
+    """Messages left `streaming` by a crash become `interrupted`, keeping their saved text."""
+    stuck = Message.objects.streaming()
+    if older_than is not None:
+        stuck = stuck.filter(updated_at__lt=timezone.now() - older_than)
+    count = 0
+    for message in stuck:
+        message.status = Message.Status.INTERRUPTED
+        message.error = message.error or "The server stopped before this answer was finished."
+        message.html = render_markdown(message.content)
+        message.save(update_fields=["status", "error", "html", "updated_at"])
+        count += 1
+    return count
+
+
+# Chat turn ----------------------------------------------------------------------------------
+
+
+@dataclass
+class TurnInput:
+    """What a chat request asks for, already validated."""
+
+    messages: list[dict[str, Any]]
+    model: str | None = None
+    params: dict[str, Any] = field(default_factory=dict)
+    session_id: str | None = None
+    client_assistant_message_id: str = ""
+    client_parent_message_id: str = ""
+
+
+@dataclass
+class PreparedTurn:
+    conversation: Conversation
+    created: bool
+    assistant: Message
+    user_message: Message | None
+    model: str
+    params: dict[str, Any]
+
+
+def _text_of(content: Any) -> str:
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        return "\n".join(
+            str(p.get("text", ""))
+            for p in content
+            if isinstance(p, dict) and p.get("type") == "text"
+        )
+    return ""
+
+
+@transaction.atomic
+def prepare_turn(user, request: TurnInput) -> PreparedTurn:
+    """Store the new messages and the `streaming` assistant message of a turn."""
+    created = False
+    if request.session_id:
+        conversation = Conversation.objects.filter(session_id=request.session_id).first()
+        if conversation is not None and conversation.user_id != user.pk:
+            raise Http404("Conversation not found")
+        if conversation is None:
+            conversation = Conversation.objects.create(user=user, session_id=request.session_id)
+            created = True
+    else:
+        conversation = Conversation.objects.create(user=user)
+        created = True
+    if turns.is_running(conversation.pk) or conversation.messages.streaming().exists():
+        raise turns.TurnInProgress(conversation.pk)
+
+    model = request.model or conversation.model or settings.OPENROUTER_DEFAULT_MODEL
+    parent = None
+    user_message = None
+    new = [m for m in request.messages if m.get("role") != "assistant"]
+    for index, item in enumerate(new):
+        content = item.get("content")
+        is_last = index == len(new) - 1
+        parent = Message.objects.create(
+            conversation=conversation,
+            parent=parent if item["role"] == "tool" else None,
+            role=item["role"],
+            content=_text_of(content),
+            content_parts=content if isinstance(content, list) else None,
+            tool_call_id=item.get("tool_call_id") or "",
+            tool_name=item.get("name") or "",
+            client_message_id=request.client_parent_message_id if is_last else "",
+        )
+        if item["role"] == "user":
+            user_message = parent
+    assistant = Message.objects.create(
+        conversation=conversation,
+        parent=parent,
+        role=Message.Role.ASSISTANT,
+        status=Message.Status.STREAMING,
+        model=model,
+        client_message_id=request.client_assistant_message_id,
+    )
+    if not conversation.title and user_message is not None:
+        conversation.title = _title_from(user_message.content)
+    conversation.model = model
+    conversation.save(update_fields=["title", "model", "updated_at"])
+    params = {k: v for k, v in request.params.items() if k not in _OWN_KEYS}
+    return PreparedTurn(conversation, created, assistant, user_message, model, params)
+
+
+def _title_from(text: str) -> str:
+    line = " ".join(text.split())
+    return line if len(line) <= TITLE_LENGTH else line[: TITLE_LENGTH - 1].rstrip() + "…"
+
+
+def system_prompt_for(user) -> str:
+    return settings.OPENROUTER_SYSTEM_PROMPT
+
+
+def time_context() -> str:
+    now = timezone.localtime()
+    return f"Current date and time: {now:%A, %d %B %Y, %H:%M} ({settings.TIME_ZONE}, UTC{now:%z})."
+
+
+def build_prompt(conversation: Conversation, upto: Message) -> list[dict[str, Any]]:
+    """System prompt + a current date/time block + the stored history before `upto`."""
+    system = "\n\n".join(p for p in (system_prompt_for(conversation.user), time_context()) if p)
+    prompt: list[dict[str, Any]] = [{"role": "system", "content": system}]
+    history = list(
+        conversation.messages.filter(pk__lt=upto.pk).order_by("-pk")[: settings.CHAT_HISTORY_LIMIT]
+    )
+    history.reverse()
+    answered = {m.tool_call_id for m in history if m.role == Message.Role.TOOL}
+    for message in history:
+        if message.role == Message.Role.ASSISTANT:
+            entry: dict[str, Any] = {"role": "assistant", "content": message.content}
+            calls = message.tool_calls or []
+            # Strict providers reject tool calls without their results: only send complete pairs.
+            if calls and all(c.get("id") in answered for c in calls):
+                entry["tool_calls"] = calls
+            elif not message.content:
+                continue
+            prompt.append(entry)
+        elif message.role == Message.Role.TOOL:
+            prompt.append(
+                {"role": "tool", "tool_call_id": message.tool_call_id, "content": message.content}
+            )
+        else:
+            prompt.append(
+                {"role": message.role, "content": message.content_parts or message.content}
+            )
+    return prompt
+
+
+def message_metadata(message: Message) -> dict[str, Any]:
+    """The `metadata` SSE event of a stored assistant message."""
+    created = message.created_at
+    return {
+        "role": message.role,
+        "message_id": message.pk,
+        "client_message_id": message.client_message_id or None,
+        "status": message.status,
+        "finish_reason": message.finish_reason or None,
+        "model": message.model,
+        "usage": message.usage,
+        "generation_id": message.generation_id or None,
+        "reasoning": message.reasoning or None,
+        "tool_calls": message.tool_calls,
+        "routing": message.routing,
+        "created_at": timezone.localtime(created).isoformat(),
+        "created_at_utc": created.astimezone(UTC).isoformat().replace("+00:00", "Z"),
+    }
+
+
+def start_turn(prepared: PreparedTurn) -> Turn:
+    """Start the turn as a server-side task keyed by its conversation."""
+    from chat.orchestrator import run_turn
+
+    return turns.launch(prepared.conversation.pk, lambda turn: run_turn(prepared, turn))
+
+
+def cancel_turn(conversation: Conversation) -> bool:
+    return turns.cancel_turn(conversation.pk)

@@ -1,0 +1,120 @@
+"""Running turns: a server-side task per conversation, with subscribers.
+
+A turn is not owned by whoever started it. It runs as an asyncio task keyed by conversation;
+any number of subscribers (an SSE response, WebSocket consumers) receive its events, and
+`cancel_turn` stops it from anywhere in the process, closing the upstream request.
+"""
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Callable, Coroutine
+from dataclasses import dataclass, field
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(slots=True)
+class Event:
+    """One turn event. `data` is a dict, or a str that is already JSON (relayed chunks)."""
+
+    name: str
+    data: Any
+
+
+END = Event("end", None)
+
+
+@dataclass
+class Turn:
+    conversation_id: int
+    task: "asyncio.Task[None] | None" = None
+    subscribers: set[asyncio.Queue[Event]] = field(default_factory=set)
+    # The text so far, so a page that arrives mid-turn can show it at once.
+    content: str = ""
+    reasoning: str = ""
+    assistant_message_id: int | None = None
+    done: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def subscribe(self) -> asyncio.Queue[Event]:
+        queue: asyncio.Queue[Event] = asyncio.Queue()
+        if self.done.is_set():
+            queue.put_nowait(END)
+        else:
+            self.subscribers.add(queue)
+        return queue
+
+    def unsubscribe(self, queue: asyncio.Queue[Event]) -> None:
+        self.subscribers.discard(queue)
+
+    def publish(self, event: Event) -> None:
+        for queue in self.subscribers:
+            queue.put_nowait(event)
+
+    def cancel(self) -> None:
+        if self.task is not None and not self.task.done():
+            self.task.cancel()
+
+
+_turns: dict[int, Turn] = {}
+
+
+def get_turn(conversation_id: int) -> Turn | None:
+    return _turns.get(conversation_id)
+
+
+def is_running(conversation_id: int) -> bool:
+    return conversation_id in _turns
+
+
+class TurnInProgress(Exception):
+    pass
+
+
+def launch(
+    conversation_id: int,
+    run: Callable[[Turn], AsyncIterator[Event]],
+    on_finish: Callable[[Turn], Coroutine[Any, Any, None]] | None = None,
+) -> Turn:
+    """Start `run(turn)` as a task and relay every event it yields to the subscribers."""
+    if conversation_id in _turns:
+        raise TurnInProgress(conversation_id)
+    turn = Turn(conversation_id=conversation_id)
+    _turns[conversation_id] = turn
+
+    async def drive() -> None:
+        try:
+            async for event in run(turn):
+                turn.publish(event)
+        except asyncio.CancelledError:
+            pass
+        except Exception:
+            log.exception("turn for conversation %s crashed", conversation_id)
+        finally:
+            _turns.pop(conversation_id, None)
+            turn.done.set()
+            turn.publish(END)
+            turn.subscribers.clear()
+            if on_finish is not None:
+                try:
+                    await on_finish(turn)
+                except Exception:
+                    log.exception("turn finish hook failed")
+
+    turn.task = asyncio.get_running_loop().create_task(drive(), name=f"turn-{conversation_id}")
+    return turn
+
+
+def cancel_turn(conversation_id: int) -> bool:
+    turn = _turns.get(conversation_id)
+    if turn is None:
+        return False
+    turn.cancel()
+    return True
+
+
+async def wait_all() -> None:
+    """Wait for running turns to finish (tests and shutdown)."""
+    tasks = [t.task for t in list(_turns.values()) if t.task is not None]
+    if tasks:
+        await asyncio.wait(tasks)

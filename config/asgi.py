@@ -1,0 +1,21 @@
+"""ASGI entry point: HTTP through Django (static files included), WebSockets through Channels."""
+
+import os
+
+from django.core.asgi import get_asgi_application
+
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
+django_asgi_app = get_asgi_application()
+
+from channels.routing import ProtocolTypeRouter  # noqa: E402
+from django.contrib.staticfiles.handlers import ASGIStaticFilesHandler  # noqa: E402
+
+from config.routing import websocket_application  # noqa: E402
+
+application = ProtocolTypeRouter(
+    {
+        # The product is one process by default: serve /static/ from the app's own files.
+        "http": ASGIStaticFilesHandler(django_asgi_app),
+        "websocket": websocket_application,
+    }
+)

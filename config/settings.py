@@ -1,0 +1,232 @@
+"""All settings, read from the environment (and `.env` when present).
+
+Every value has an embedded default that needs no setup: SQLite under `data/`, the in-memory
+channel layer, local files. Setting `DATABASE_URL`, `REDIS_URL` or `GCS_BUCKET_NAME` swaps in the
+scale-out part. A malformed value stops the start with a message that names the variable.
+"""
+
+import os
+import secrets
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import environ
+from django.core.exceptions import ImproperlyConfigured
+from django.utils.csp import CSP
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+env = environ.Env()
+environ.Env.read_env(BASE_DIR / ".env", overwrite=False)
+
+
+def _setting[T](name: str, cast: Callable[..., T], default: Any) -> T:
+    """Read one variable, naming it in the error when its value cannot be used."""
+    try:
+        return cast(name, default=default)
+    except (ValueError, TypeError, ImproperlyConfigured) as exc:
+        raise ImproperlyConfigured(
+            f"Environment variable {name} has an invalid value: {exc}"
+        ) from None
+
+
+def _positive(name: str, value: float) -> float:
+    if value <= 0:
+        raise ImproperlyConfigured(f"Environment variable {name} must be positive, got {value}")
+    return value
+
+
+DATA_DIR = Path(_setting("DATA_DIR", env.path, BASE_DIR / "data"))
+DATA_DIR.mkdir(parents=True, exist_ok=True)
+
+
+def _secret_key() -> str:
+    """Use SECRET_KEY when given; otherwise keep a generated one under data/ across restarts."""
+    key = env.str("SECRET_KEY", default="")
+    if key:
+        return key
+    path = DATA_DIR / "secret_key"
+    if not path.exists():
+        path.write_text(secrets.token_urlsafe(50))
+        path.chmod(0o600)
+    return path.read_text().strip()
+
+
+SECRET_KEY = _secret_key()
+DEBUG = _setting("DEBUG", env.bool, False)
+ALLOWED_HOSTS = _setting("ALLOWED_HOSTS", env.list, ["127.0.0.1", "localhost", "[::1]"])
+CSRF_TRUSTED_ORIGINS = _setting("CSRF_TRUSTED_ORIGINS", env.list, [])
+
+INSTALLED_APPS = [
+    "daphne",
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "django_htmx",
+    "channels",
+    "chat",
+    "presets",
+    "integrations",
+    "attachments",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.auth.middleware.LoginRequiredMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "django.middleware.csp.ContentSecurityPolicyMiddleware",
+    "django_htmx.middleware.HtmxMiddleware",
+]
+
+ROOT_URLCONF = "config.urls"
+ASGI_APPLICATION = "config.asgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+                "django.template.context_processors.csp",
+                "chat.context_processors.product",
+            ],
+        },
+    },
+]
+
+# Database: SQLite under data/ by default; DATABASE_URL switches (e.g. to PostgreSQL).
+DATABASES = {
+    "default": _setting("DATABASE_URL", env.db_url, f"sqlite:///{DATA_DIR / 'db.sqlite3'}")
+}
+if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+    DATABASES["default"].setdefault("OPTIONS", {}).update(
+        {
+            "transaction_mode": "IMMEDIATE",
+            "timeout": 20,
+            "init_command": (
+                "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA busy_timeout=20000;"
+            ),
+        }
+    )
+    # Tests use a file too (not :memory:), so the live servers' threads share it under WAL.
+    # The process id keeps test runs that happen at the same time apart.
+    DATABASES["default"]["TEST"] = {"NAME": str(DATA_DIR / f"test-{os.getpid()}.sqlite3")}
+else:
+    DATABASES["default"]["TEST"] = {"NAME": f"test_chat_{os.getpid()}"}
+# Under ASGI persistent connections leak across threads; measured default kept.
+DATABASES["default"]["CONN_MAX_AGE"] = 0
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+# Channel layer: in-memory by default; REDIS_URL switches to Redis (needed for several processes).
+REDIS_URL = _setting("REDIS_URL", env.str, "")
+if REDIS_URL:
+    if urlsplit(REDIS_URL).scheme not in {"redis", "rediss", "unix"}:
+        raise ImproperlyConfigured(
+            f"Environment variable REDIS_URL must be a redis:// URL, got {REDIS_URL!r}"
+        )
+    CHANNEL_LAYERS = {
+        "default": {
+            "BACKEND": "channels_redis.core.RedisChannelLayer",
+            "CONFIG": {"hosts": [REDIS_URL], "capacity": 1000, "expiry": 30},
+        }
+    }
+else:
+    CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
+
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+]
+LOGIN_URL = "login"
+LOGIN_REDIRECT_URL = "chat:home"
+LOGOUT_REDIRECT_URL = "login"
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = _setting("TIME_ZONE", env.str, "UTC")
+USE_I18N = False
+USE_TZ = True
+
+STATIC_URL = "static/"
+STATIC_ROOT = BASE_DIR / "staticfiles"
+STATICFILES_DIRS = [BASE_DIR / "static"]
+
+# Request bodies are size-limited before anything parses them.
+DATA_UPLOAD_MAX_MEMORY_SIZE = _setting("MAX_REQUEST_BODY_BYTES", env.int, 2 * 1024 * 1024)
+
+# Security headers. A strict CSP: no inline scripts or styles, nothing from other origins.
+SECURE_CSP = {
+    "default-src": [CSP.SELF],
+    "script-src": [CSP.SELF, CSP.NONCE],
+    "style-src": [CSP.SELF],
+    "img-src": [CSP.SELF, "data:", "blob:"],
+    "connect-src": [CSP.SELF],
+    "object-src": [CSP.NONE],
+    "base-uri": [CSP.NONE],
+    "frame-ancestors": [CSP.NONE],
+    "form-action": [CSP.SELF],
+}
+SECURE_CONTENT_TYPE_NOSNIFF = True
+SECURE_REFERRER_POLICY = "same-origin"
+X_FRAME_OPTIONS = "DENY"
+SESSION_COOKIE_HTTPONLY = True
+SECURE_SSL_REDIRECT = _setting("SECURE_SSL_REDIRECT", env.bool, False)
+SESSION_COOKIE_SECURE = _setting("SESSION_COOKIE_SECURE", env.bool, False)
+CSRF_COOKIE_SECURE = _setting("CSRF_COOKIE_SECURE", env.bool, False)
+SECURE_HSTS_SECONDS = _setting("SECURE_HSTS_SECONDS", env.int, 0)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = SECURE_HSTS_SECONDS > 0
+SECURE_HSTS_PRELOAD = SECURE_HSTS_SECONDS > 0
+SECURE_PROXY_SSL_HEADER = (
+    ("HTTP_X_FORWARDED_PROTO", "https") if _setting("BEHIND_TLS_PROXY", env.bool, False) else None
+)
+
+# OpenRouter (or any OpenAI-compatible server such as llama.cpp or Ollama).
+OPENROUTER_API_KEY = _setting("OPENROUTER_API_KEY", env.str, "")
+OPENROUTER_BASE_URL = _setting(
+    "OPENROUTER_BASE_URL", env.str, "https://openrouter.ai/api/v1"
+).rstrip("/")
+if urlsplit(OPENROUTER_BASE_URL).scheme not in {"http", "https"}:
+    raise ImproperlyConfigured(
+        "Environment variable OPENROUTER_BASE_URL must be an http(s) URL, "
+        f"got {OPENROUTER_BASE_URL!r}"
+    )
+OPENROUTER_DEFAULT_MODEL = _setting("OPENROUTER_DEFAULT_MODEL", env.str, "openai/gpt-4o-mini")
+OPENROUTER_SYSTEM_PROMPT = _setting("OPENROUTER_SYSTEM_PROMPT", env.str, "")
+OPENROUTER_APP_NAME = _setting("OPENROUTER_APP_NAME", env.str, "Chat")
+OPENROUTER_APP_URL = _setting("OPENROUTER_APP_URL", env.str, "")
+OPENROUTER_CONNECT_TIMEOUT = _positive(
+    "OPENROUTER_CONNECT_TIMEOUT", _setting("OPENROUTER_CONNECT_TIMEOUT", env.float, 10.0)
+)
+# How long a stream may go without a byte before the turn fails as stalled.
+OPENROUTER_READ_TIMEOUT = _positive(
+    "OPENROUTER_READ_TIMEOUT", _setting("OPENROUTER_READ_TIMEOUT", env.float, 120.0)
+)
+
+# Chat turn behaviour.
+CHAT_CHECKPOINT_SECONDS = _positive(
+    "CHAT_CHECKPOINT_SECONDS", _setting("CHAT_CHECKPOINT_SECONDS", env.float, 2.0)
+)
+SSE_PING_SECONDS = _positive("SSE_PING_SECONDS", _setting("SSE_PING_SECONDS", env.float, 15.0))
+CHAT_HISTORY_LIMIT = _setting("CHAT_HISTORY_LIMIT", env.int, 200)
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "root": {"handlers": ["console"], "level": _setting("LOG_LEVEL", env.str, "INFO")},
+    "loggers": {"httpx": {"level": "WARNING"}, "httpcore": {"level": "WARNING"}},
+}

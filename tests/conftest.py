@@ -1,0 +1,86 @@
+import os
+
+import pytest
+from django.test import AsyncClient, Client
+
+from tests.fake_openrouter import API_KEY, FakeOpenRouter
+
+# Live servers run Django in other threads; sync Playwright calls the ORM from the event loop.
+os.environ.setdefault("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
+
+
+@pytest.fixture(scope="session")
+def fake_openrouter_server():
+    fake = FakeOpenRouter().start()
+    yield fake
+    fake.stop()
+
+
+@pytest.fixture
+def fake_openrouter(fake_openrouter_server, settings):
+    """The fake OpenRouter, reset, with the app pointed at it."""
+    fake_openrouter_server.reset()
+    settings.OPENROUTER_BASE_URL = fake_openrouter_server.base_url
+    settings.OPENROUTER_API_KEY = API_KEY
+    settings.OPENROUTER_DEFAULT_MODEL = "fake/ok"
+    settings.OPENROUTER_READ_TIMEOUT = 1.0
+    return fake_openrouter_server
+
+
+@pytest.fixture
+def make_user(django_user_model):
+    def make(username: str = "alice", *, staff: bool = True, password: str = "pw-Secret-123"):
+        return django_user_model.objects.create_user(
+            username=username, password=password, is_staff=staff
+        )
+
+    return make
+
+
+@pytest.fixture
+def user(make_user):
+    return make_user("alice")
+
+
+@pytest.fixture
+def other_user(make_user):
+    return make_user("mallory")
+
+
+@pytest.fixture
+def token(user):
+    from chat.services import create_api_token
+
+    return create_api_token(user)
+
+
+@pytest.fixture
+def api(token):
+    """A sync test client authenticated with the user's API token."""
+    return Client(headers={"Authorization": f"Bearer {token}"})
+
+
+class HeaderAsyncClient(AsyncClient):
+    """AsyncClient that sends fixed headers on every request.
+
+    Django 6.1's AsyncClient(headers=...) sends them as `Http-<Name>`, so add them per request.
+    """
+
+    def __init__(self, fixed_headers: dict[str, str], **kwargs):
+        super().__init__(**kwargs)
+        self.fixed_headers = fixed_headers
+
+    def generic(self, method, path, *args, headers=None, **kwargs):
+        return super().generic(
+            method, path, *args, headers={**self.fixed_headers, **(headers or {})}, **kwargs
+        )
+
+
+def bearer_client(token: str) -> HeaderAsyncClient:
+    return HeaderAsyncClient({"Authorization": f"Bearer {token}"})
+
+
+@pytest.fixture
+def aapi(token):
+    """An async test client (in-process ASGI) authenticated with the user's API token."""
+    return bearer_client(token)
