@@ -82,3 +82,10 @@ def _busy(request, exc):
 
 
 api.add_router("/chat/", "chat.api.router")
+api.add_router("/chat/", "integrations.api.approvals_router")
+api.add_router("/models", "presets.api.catalogue_router")
+api.add_router("/settings", "presets.api.settings_router")
+api.add_router("/presets", "presets.api.presets_router")
+api.add_router("/suggestions", "presets.api.suggestions_router")
+api.add_router("/mcp", "integrations.api.mcp_router")
+api.add_router("/uploads", "attachments.api.router")

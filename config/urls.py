@@ -27,5 +27,6 @@ urlpatterns = [
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("admin/", admin.site.urls),
     path("api/", _api_urls()),
+    path("attachments/", include("attachments.urls")),
     path("", include("chat.urls")),
 ]
