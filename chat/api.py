@@ -8,7 +8,7 @@ from typing import Any, Literal
 from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.http import Http404, StreamingHttpResponse
-from ninja import Router, Schema
+from ninja import Router, Schema, Status
 from pydantic import ConfigDict, Field
 
 from chat import openrouter, services
@@ -110,7 +110,9 @@ async def chat_stream(request, body: ChatStreamIn):
     if not settings.OPENROUTER_API_KEY:
         raise openrouter.NotConfigured()
     if all(m.role == "assistant" for m in body.messages):
-        return 422, {"detail": "messages must contain at least one user, system or tool message"}
+        return Status(
+            422, {"detail": "messages must contain at least one user, system or tool message"}
+        )
     metadata = body.metadata or ChatMetadataIn.model_validate({})
     turn_input = services.TurnInput(
         messages=[m.model_dump(exclude_none=True) for m in body.messages],
@@ -160,10 +162,10 @@ async def generation(request, generation_id: str):
 @router.delete("/session/{session_id}", response={204: None, 404: DetailOut})
 def delete_session(request, session_id: str):
     services.delete_conversation(request.auth, session_id)
-    return 204, None
+    return Status(204, None)
 
 
 @router.delete("/session/{session_id}/messages/{message_id}", response={204: None, 404: DetailOut})
 def delete_message(request, session_id: str, message_id: str):
     services.delete_message(request.auth, session_id, message_id)
-    return 204, None
+    return Status(204, None)

@@ -31,6 +31,33 @@ def _setting[T](name: str, cast: Callable[..., T], default: Any) -> T:
         ) from None
 
 
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off", ""}
+
+
+def _bool(name: str, default: bool) -> bool:
+    """A strict boolean: a typo such as DEBUG=ture must not silently mean False."""
+    raw = env.str(name, default=str(default)).strip().lower()
+    if raw in _TRUE:
+        return True
+    if raw in _FALSE:
+        return False
+    raise ImproperlyConfigured(
+        f"Environment variable {name} must be true/false (1/0, yes/no, on/off), got {raw!r}"
+    )
+
+
+def _database(default: str) -> dict[str, Any]:
+    url = env.str("DATABASE_URL", default=default)
+    scheme = urlsplit(url).scheme
+    if scheme not in environ.Env.DB_SCHEMES:
+        raise ImproperlyConfigured(
+            f"Environment variable DATABASE_URL has an unsupported scheme {scheme!r} "
+            "(use postgres://, sqlite:///, mysql://)"
+        )
+    return _setting("DATABASE_URL", lambda n, default: env.db_url_config(url), None)
+
+
 def _positive(name: str, value: float) -> float:
     if value <= 0:
         raise ImproperlyConfigured(f"Environment variable {name} must be positive, got {value}")
@@ -54,7 +81,7 @@ def _secret_key() -> str:
 
 
 SECRET_KEY = _secret_key()
-DEBUG = _setting("DEBUG", env.bool, False)
+DEBUG = _bool("DEBUG", False)
 ALLOWED_HOSTS = _setting("ALLOWED_HOSTS", env.list, ["127.0.0.1", "localhost", "[::1]"])
 CSRF_TRUSTED_ORIGINS = _setting("CSRF_TRUSTED_ORIGINS", env.list, [])
 
@@ -108,9 +135,7 @@ TEMPLATES = [
 ]
 
 # Database: SQLite under data/ by default; DATABASE_URL switches (e.g. to PostgreSQL).
-DATABASES = {
-    "default": _setting("DATABASE_URL", env.db_url, f"sqlite:///{DATA_DIR / 'db.sqlite3'}")
-}
+DATABASES = {"default": _database(f"sqlite:///{DATA_DIR / 'db.sqlite3'}")}
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     DATABASES["default"].setdefault("OPTIONS", {}).update(
         {
@@ -183,14 +208,14 @@ SECURE_CONTENT_TYPE_NOSNIFF = True
 SECURE_REFERRER_POLICY = "same-origin"
 X_FRAME_OPTIONS = "DENY"
 SESSION_COOKIE_HTTPONLY = True
-SECURE_SSL_REDIRECT = _setting("SECURE_SSL_REDIRECT", env.bool, False)
-SESSION_COOKIE_SECURE = _setting("SESSION_COOKIE_SECURE", env.bool, False)
-CSRF_COOKIE_SECURE = _setting("CSRF_COOKIE_SECURE", env.bool, False)
+SECURE_SSL_REDIRECT = _bool("SECURE_SSL_REDIRECT", False)
+SESSION_COOKIE_SECURE = _bool("SESSION_COOKIE_SECURE", False)
+CSRF_COOKIE_SECURE = _bool("CSRF_COOKIE_SECURE", False)
 SECURE_HSTS_SECONDS = _setting("SECURE_HSTS_SECONDS", env.int, 0)
 SECURE_HSTS_INCLUDE_SUBDOMAINS = SECURE_HSTS_SECONDS > 0
 SECURE_HSTS_PRELOAD = SECURE_HSTS_SECONDS > 0
 SECURE_PROXY_SSL_HEADER = (
-    ("HTTP_X_FORWARDED_PROTO", "https") if _setting("BEHIND_TLS_PROXY", env.bool, False) else None
+    ("HTTP_X_FORWARDED_PROTO", "https") if _bool("BEHIND_TLS_PROXY", False) else None
 )
 
 # OpenRouter (or any OpenAI-compatible server such as llama.cpp or Ollama).

@@ -1,0 +1,70 @@
+"""Settings come from the environment; a malformed value stops the start and names itself."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def load_settings(tmp_path, **env: str) -> subprocess.CompletedProcess:
+    environment = {
+        k: v for k, v in os.environ.items() if not k.startswith(("OPENROUTER_", "DATABASE_URL"))
+    }
+    environment.update({"DATA_DIR": str(tmp_path), "DJANGO_SETTINGS_MODULE": "config.settings"})
+    environment.update(env)
+    code = (
+        "import django; django.setup(); from django.conf import settings as s; "
+        "print(s.DATABASES['default']['ENGINE'], s.CHANNEL_LAYERS['default']['BACKEND'], "
+        "s.OPENROUTER_READ_TIMEOUT, "
+        "s.DATABASES['default'].get('OPTIONS', {}).get('transaction_mode'))"
+    )
+    return subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, env=environment, capture_output=True, text=True
+    )
+
+
+def test_embedded_defaults_need_nothing(tmp_path):
+    result = load_settings(tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == [
+        "django.db.backends.sqlite3",
+        "channels.layers.InMemoryChannelLayer",
+        "120.0",
+        "IMMEDIATE",
+    ]
+    assert (tmp_path / "secret_key").exists()
+
+
+def test_database_and_redis_urls_switch_the_backends(tmp_path):
+    result = load_settings(
+        tmp_path,
+        DATABASE_URL="postgres://u@127.0.0.1:5432/db",
+        REDIS_URL="redis://127.0.0.1:6379/0",
+    )
+    assert result.returncode == 0, result.stderr
+    engine, layer, *_ = result.stdout.split()
+    assert engine == "django.db.backends.postgresql"
+    assert layer == "channels_redis.core.RedisChannelLayer"
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("OPENROUTER_READ_TIMEOUT", "soon"),
+        ("OPENROUTER_READ_TIMEOUT", "-3"),
+        ("DEBUG", "maybe"),
+        ("OPENROUTER_BASE_URL", "ftp://example.com"),
+        ("REDIS_URL", "localhost:6379"),
+        ("DATABASE_URL", "nosuchdb://x"),
+        ("CHAT_HISTORY_LIMIT", "many"),
+    ],
+)
+def test_a_malformed_value_stops_the_start_naming_the_variable(tmp_path, name, value):
+    result = load_settings(tmp_path, **{name: value})
+    assert result.returncode != 0
+    assert "ImproperlyConfigured" in result.stderr
+    assert name in result.stderr.splitlines()[-1]
