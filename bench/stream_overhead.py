@@ -1,0 +1,382 @@
+"""What the app adds to a streamed chat reply, against calling the model API directly.
+
+Starts the fake OpenRouter (tests/fake_openrouter.py) and the app as the product runs it
+(`manage.py serve`: uvicorn + uvloop + httptools, one worker), each in a process of its own, with
+a throwaway DATA_DIR. Then, in the same run, streams the same 64-token reply (50 tokens/s) both
+through `POST /api/chat/stream` and straight from the fake, at 1 and at 50 concurrent streams,
+and prints the added time to first token, the added per-chunk latency and the app's CPU time
+per 1,000 streamed tokens. See bench/README.md.
+
+Run: uv run python bench/stream_overhead.py   (about 1.5 minutes)
+"""
+
+import argparse
+import asyncio
+import functools
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench._common import REPO, cpu_seconds, free_port, percentile, stop, wait_until_up
+from tests.fake_openrouter import API_KEY
+
+TOKENS = 64
+TOKEN_DELAY = 0.02  # 50 tokens/s
+STREAM_SECONDS = TOKENS * TOKEN_DELAY
+MODEL = "fake/ok"
+
+# Targets for one worker (issue 2, item 10).
+TARGET_TTFT_P50_MS = 5.0
+TARGET_TTFT_P99_MS = 20.0
+TARGET_CPU_MS_PER_1K = 200.0
+
+
+class BenchError(Exception):
+    pass
+
+
+@dataclass
+class StreamResult:
+    ttft: float  # seconds from sending the request to the first content token
+    gaps: list[float]  # seconds between consecutive content tokens
+    tokens: int
+    warm_up: bool = False
+
+
+@dataclass
+class Target:
+    """One way to get the same reply: through the app, or from the fake directly."""
+
+    name: str
+    url: str
+    headers: dict[str, str]
+    body: dict[str, Any]
+    pid: int  # the server process whose CPU time is charged
+    results: dict[int, list[StreamResult]] = field(default_factory=dict)
+    cpu: dict[int, float] = field(default_factory=dict)  # concurrency -> CPU seconds
+    tokens: dict[int, int] = field(default_factory=dict)  # concurrency -> tokens streamed
+
+
+def _content(chunk: dict[str, Any]) -> str:
+    return "".join(
+        (choice.get("delta") or {}).get("content") or "" for choice in chunk.get("choices") or []
+    )
+
+
+async def one_stream(client: httpx.AsyncClient, target: Target) -> StreamResult:
+    """Stream one reply, timing each content token as its line arrives."""
+    first = last = None
+    gaps: list[float] = []
+    tokens = 0
+    done = False
+    sent = time.perf_counter()
+    async with client.stream("POST", target.url, json=target.body, headers=target.headers) as r:
+        if r.status_code != 200:
+            await r.aread()
+            raise BenchError(f"{target.name}: HTTP {r.status_code}: {r.text[:200]}")
+        async for line in r.aiter_lines():
+            if not line.startswith("data:"):
+                continue
+            now = time.perf_counter()
+            data = line[5:].strip()
+            if data == "[DONE]":
+                done = True
+                continue
+            text = _content(json.loads(data))
+            if not text:
+                continue
+            if text.startswith("Error:"):
+                raise BenchError(f"{target.name}: in-band error: {text}")
+            tokens += 1
+            if first is None:
+                first = now
+            else:
+                assert last is not None
+                gaps.append(now - last)
+            last = now
+    if not done or tokens != TOKENS or first is None:
+        raise BenchError(f"{target.name}: stream ended early ({tokens} tokens, done={done})")
+    return StreamResult(ttft=first - sent, gaps=gaps, tokens=tokens)
+
+
+async def run_block(
+    client: httpx.AsyncClient, target: Target, concurrency: int, per_worker: int
+) -> None:
+    """`concurrency` workers each stream `per_worker` replies back to back.
+
+    Workers start staggered over one reply's duration, so arrivals are spread out and about
+    `concurrency` streams are in flight throughout; each worker's first stream (ramp-up, fewer
+    streams in flight) is a warm-up and is left out of the latency figures when concurrency > 1.
+    """
+    stagger = STREAM_SECONDS / concurrency
+
+    async def worker(index: int) -> list[StreamResult]:
+        await asyncio.sleep(index * stagger)
+        out = []
+        for round_ in range(per_worker):
+            result = await one_stream(client, target)
+            result.warm_up = concurrency > 1 and round_ == 0
+            out.append(result)
+        return out
+
+    cpu_before = cpu_seconds(target.pid)
+    batches = await asyncio.gather(*(worker(i) for i in range(concurrency)))
+    target.cpu[concurrency] = (
+        target.cpu.get(concurrency, 0.0) + cpu_seconds(target.pid) - cpu_before
+    )
+    results = [r for batch in batches for r in batch]
+    target.tokens[concurrency] = target.tokens.get(concurrency, 0) + sum(r.tokens for r in results)
+    target.results.setdefault(concurrency, []).extend(results)
+
+
+async def run_burst(client: httpx.AsyncClient, target: Target, concurrency: int) -> list[float]:
+    """`concurrency` requests sent at the same instant; their times to first token."""
+    results = await asyncio.gather(*(one_stream(client, target) for _ in range(concurrency)))
+    return [r.ttft for r in results]
+
+
+def _ms(values: list[float], q: float) -> float:
+    return percentile(values, q) * 1000
+
+
+def _start_processes(tmp: Path) -> tuple[subprocess.Popen, subprocess.Popen, str, str, str]:
+    fake_port, app_port = free_port(), free_port()
+    fake_url = f"http://127.0.0.1:{fake_port}"
+    app_url = f"http://127.0.0.1:{app_port}"
+    fake_log = (tmp / "fake.log").open("w")
+    fake = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "bench._fake_upstream",
+            str(fake_port),
+            str(TOKENS),
+            str(TOKEN_DELAY),
+        ],
+        cwd=REPO,
+        stdout=fake_log,
+        stderr=subprocess.STDOUT,
+    )
+    env = {
+        **os.environ,
+        "DATA_DIR": str(tmp),
+        # Explicit values win over a developer's .env (read without overwriting the environment).
+        "DATABASE_URL": f"sqlite:///{tmp / 'db.sqlite3'}",
+        "REDIS_URL": "",
+        "DEBUG": "false",
+        "LOG_LEVEL": "WARNING",
+        "OPENROUTER_BASE_URL": f"{fake_url}/api/v1",
+        "OPENROUTER_API_KEY": API_KEY,
+        "OPENROUTER_DEFAULT_MODEL": MODEL,
+    }
+    manage = [sys.executable, "manage.py"]
+    subprocess.run([*manage, "migrate", "-v0"], cwd=REPO, env=env, check=True)
+    script = (
+        "from django.contrib.auth import get_user_model\n"
+        "from chat.services import create_api_token\n"
+        "user = get_user_model().objects.create_user('bench', is_staff=True)\n"
+        "print(create_api_token(user, name='bench'))\n"
+    )
+    out = subprocess.run(
+        [*manage, "shell", "-c", script],
+        cwd=REPO,
+        env=env,
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    token = out.stdout.strip().splitlines()[-1]
+    app_log = (tmp / "app.log").open("w")
+    app = subprocess.Popen(
+        [*manage, "serve", "--host", "127.0.0.1", "--port", str(app_port)],
+        cwd=REPO,
+        env=env,
+        stdout=app_log,
+        stderr=subprocess.STDOUT,
+    )
+    wait_until_up(fake, f"{fake_url}/api/v1/models", {"Authorization": f"Bearer {API_KEY}"})
+    wait_until_up(app, f"{app_url}/health")
+    return fake, app, fake_url, app_url, token
+
+
+Outcome = tuple["Target", "Target", dict[str, list[float]]]
+
+
+async def measure(
+    args: argparse.Namespace, fake_pid: int, fake_url: str, app_pid: int, app_url: str, token: str
+) -> Outcome:
+    messages = [{"role": "user", "content": "Tell me something in 64 words."}]
+    app = Target(
+        "app",
+        f"{app_url}/api/chat/stream",
+        {"Authorization": f"Bearer {token}"},
+        {"model": MODEL, "messages": messages},
+        app_pid,
+    )
+    base = Target(
+        "baseline",
+        f"{fake_url}/api/v1/chat/completions",
+        {"Authorization": f"Bearer {API_KEY}"},
+        {"model": MODEL, "messages": messages, "stream": True, "usage": {"include": True}},
+        fake_pid,
+    )
+    limits = httpx.Limits(max_connections=None, max_keepalive_connections=200)
+    bursts: dict[str, list[float]] = {}
+    async with httpx.AsyncClient(timeout=30, limits=limits, trust_env=False) as client:
+        say = lambda text: print(text, file=sys.stderr, flush=True)  # noqa: E731
+        say("warming up ...")
+        for target in (base, app):
+            for _ in range(3):
+                await one_stream(client, target)
+        # A B B A order, so a drift over the run (CPU frequency, caches) hits both alike.
+        plan: list[tuple[str, Callable[[], Awaitable[None]]]] = []
+        for concurrency, per_worker in ((1, args.streams_c1 // 2), (50, args.rounds_c50)):
+            for target in (app, base, base, app):
+                block = functools.partial(run_block, client, target, concurrency, per_worker)
+                plan.append((f"{target.name:8} x{concurrency}", block))
+        for label, run in plan:
+            say(f"streaming {label} ...")
+            await run()
+        if args.burst:
+            for target in (base, app):
+                say(f"burst of 50 {target.name} ...")
+                bursts[target.name] = await run_burst(client, target, 50)
+    return app, base, bursts
+
+
+def report(app: Target, base: Target, bursts: dict[str, list[float]]) -> bool:
+    met = True
+    rows = []
+
+    def row(label: str, a: float, b: float, target: float | None) -> None:
+        nonlocal met
+        added = a - b
+        verdict = ""
+        if target is not None:
+            ok = added <= target
+            met = met and ok
+            verdict = f"<= {target:g}  {'MET' if ok else 'MISSED'}"
+        rows.append(f"{label:34} {b:9.2f} {a:9.2f} {added:9.2f}   {verdict}")
+
+    for concurrency in sorted(app.results):
+        a_runs = [r for r in app.results[concurrency] if not r.warm_up]
+        b_runs = [r for r in base.results[concurrency] if not r.warm_up]
+        a_ttft, b_ttft = [r.ttft for r in a_runs], [r.ttft for r in b_runs]
+        a_gaps = [g for r in a_runs for g in r.gaps]
+        b_gaps = [g for r in b_runs for g in r.gaps]
+        at50 = concurrency == 50
+        n = f"(n={len(a_runs)}/{len(b_runs)})"
+        rows.append(f"-- {concurrency} concurrent stream(s) {n}")
+        row(
+            "  TTFT p50 (ms)",
+            _ms(a_ttft, 50),
+            _ms(b_ttft, 50),
+            TARGET_TTFT_P50_MS if at50 else None,
+        )
+        row(
+            "  TTFT p99 (ms)",
+            _ms(a_ttft, 99),
+            _ms(b_ttft, 99),
+            TARGET_TTFT_P99_MS if at50 else None,
+        )
+        row("  per-chunk gap p50 (ms)", _ms(a_gaps, 50), _ms(b_gaps, 50), None)
+        row("  per-chunk gap p99 (ms)", _ms(a_gaps, 99), _ms(b_gaps, 99), None)
+    if bursts:
+        rows.append("-- burst: 50 requests sent at the same instant (information only)")
+        row("  TTFT p50 (ms)", _ms(bursts["app"], 50), _ms(bursts["baseline"], 50), None)
+        row("  TTFT max (ms)", _ms(bursts["app"], 100), _ms(bursts["baseline"], 100), None)
+
+    print()
+    print(f"Stream overhead: {TOKENS} tokens at {1 / TOKEN_DELAY:g} tokens/s a stream, one worker")
+    print(f"{'':34} {'baseline':>9} {'app':>9} {'added':>9}   target")
+    print("\n".join(rows))
+    print()
+    print("Server CPU per 1,000 streamed tokens (ms)   app    fake upstream (for scale)")
+    total_cpu = sum(app.cpu.values())
+    total_tokens = sum(app.tokens.values())
+    for concurrency in sorted(app.cpu):
+        a = app.cpu[concurrency] / app.tokens[concurrency] * 1e6
+        b = base.cpu[concurrency] / base.tokens[concurrency] * 1e6
+        print(f"  at {concurrency:2} concurrent stream(s) {'':17}{a:7.1f}   {b:7.1f}")
+    overall = total_cpu / total_tokens * 1e6
+    ok = overall <= TARGET_CPU_MS_PER_1K
+    met = met and ok
+    print(
+        f"  all app streams {'':25}{overall:7.1f}             target <= "
+        f"{TARGET_CPU_MS_PER_1K:g}  {'MET' if ok else 'MISSED'}"
+    )
+    print()
+    print("All targets met." if met else "Some targets were MISSED.")
+    return met
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument(
+        "--streams-c1", type=int, default=16, help="streams per path at concurrency 1 (default 16)"
+    )
+    parser.add_argument(
+        "--rounds-c50",
+        type=int,
+        default=3,
+        help="streams per worker per block at concurrency 50, the first one a warm-up (default 3)",
+    )
+    parser.add_argument(
+        "--no-burst",
+        dest="burst",
+        action="store_false",
+        help="skip the 50-at-once burst (information only)",
+    )
+    parser.add_argument(
+        "--hold",
+        action="store_true",
+        help="print the app's pid and wait for Enter before measuring (to attach a profiler)",
+    )
+    args = parser.parse_args()
+    args.rounds_c50 = max(args.rounds_c50, 2)
+    args.streams_c1 = max(args.streams_c1, 2)
+    fake = app = None
+    with tempfile.TemporaryDirectory(prefix="bench-stream-") as tmp_name:
+        tmp = Path(tmp_name)
+        try:
+            fake, app, fake_url, app_url, token = _start_processes(tmp)
+            if args.hold:
+                input(f"app pid {app.pid}, fake pid {fake.pid}: press Enter to start ")
+
+            async def bounded() -> Outcome:
+                async with asyncio.timeout(300):
+                    return await measure(args, fake.pid, fake_url, app.pid, app_url, token)
+
+            try:
+                import uvloop
+
+                runner: Any = uvloop.run
+            except ImportError:  # pragma: no cover - uvloop is a dependency of uvicorn[standard]
+                runner = asyncio.run
+            a, b, bursts = runner(bounded())
+        except (BenchError, RuntimeError, subprocess.CalledProcessError, TimeoutError) as exc:
+            print(f"benchmark failed: {exc!r}", file=sys.stderr)
+            for log in ("app.log", "fake.log"):
+                path = tmp / log
+                if path.exists():
+                    print(f"--- {log} (tail)\n{path.read_text()[-3000:]}", file=sys.stderr)
+            return 1
+        finally:
+            stop(app)
+            stop(fake)
+        return 0 if report(a, b, bursts) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
