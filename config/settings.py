@@ -255,3 +255,89 @@ LOGGING = {
     "root": {"handlers": ["console"], "level": _setting("LOG_LEVEL", env.str, "INFO")},
     "loggers": {"httpx": {"level": "WARNING"}, "httpcore": {"level": "WARNING"}},
 }
+
+# MCP tools (issue 4): the tool loop, approvals, planning and the bundled housekeeping server.
+MCP_CONNECT_TIMEOUT = _positive(
+    "MCP_CONNECT_TIMEOUT", _setting("MCP_CONNECT_TIMEOUT", env.float, 10.0)
+)
+MCP_CALL_TIMEOUT = _positive("MCP_CALL_TIMEOUT", _setting("MCP_CALL_TIMEOUT", env.float, 60.0))
+# A tool result longer than this is cut before it reaches the model (and the database).
+MCP_RESULT_MAX_CHARS = _setting("MCP_RESULT_MAX_CHARS", env.int, 20000)
+MCP_APPROVAL_TIMEOUT = _positive(
+    "MCP_APPROVAL_TIMEOUT", _setting("MCP_APPROVAL_TIMEOUT", env.float, 300.0)
+)
+MCP_MAX_ROUNDS = _setting("MCP_MAX_ROUNDS", env.int, 20)
+MCP_MAX_CONSECUTIVE_FAILURES = _setting("MCP_MAX_CONSECUTIVE_FAILURES", env.int, 2)
+# Reconnect backoff for a server that dropped: doubles from the first value up to the second.
+MCP_RECONNECT_MIN_SECONDS = _positive(
+    "MCP_RECONNECT_MIN_SECONDS", _setting("MCP_RECONNECT_MIN_SECONDS", env.float, 1.0)
+)
+MCP_RECONNECT_MAX_SECONDS = _positive(
+    "MCP_RECONNECT_MAX_SECONDS", _setting("MCP_RECONNECT_MAX_SECONDS", env.float, 60.0)
+)
+# Configure the bundled housekeeping server (stdio) on startup when no server has that id.
+MCP_HOUSEKEEPING_DEFAULT = _setting("MCP_HOUSEKEEPING_DEFAULT", env.bool, True)
+PLANNER_MODEL = _setting("PLANNER_MODEL", env.str, "openai/gpt-4o-mini")
+PLANNER_TIMEOUT = _positive("PLANNER_TIMEOUT", _setting("PLANNER_TIMEOUT", env.float, 15.0))
+# Key for secrets stored encrypted in the database; derived from SECRET_KEY when empty.
+FIELD_ENCRYPTION_KEY = _setting("FIELD_ENCRYPTION_KEY", env.str, "")
+
+# Attachments (issue 6) -----------------------------------------------------------------------
+# Uploads bigger than this are refused (413) while they are received, never stored.
+ATTACHMENTS_MAX_SIZE_BYTES = int(
+    _positive(
+        "ATTACHMENTS_MAX_SIZE_BYTES",
+        _setting("ATTACHMENTS_MAX_SIZE_BYTES", env.int, 10 * 1024 * 1024),
+    )
+)
+# Files are removed this many days after they were last sent to the model (or uploaded).
+ATTACHMENTS_RETENTION_DAYS = _positive(
+    "ATTACHMENTS_RETENTION_DAYS", _setting("ATTACHMENTS_RETENTION_DAYS", env.float, 7.0)
+)
+# Lifetime of signed download URLs (local) and V4 signed URLs (GCS).
+ATTACHMENTS_URL_EXPIRY_SECONDS = int(
+    _positive(
+        "ATTACHMENTS_URL_EXPIRY_SECONDS",
+        _setting("ATTACHMENTS_URL_EXPIRY_SECONDS", env.int, 3600),
+    )
+)
+# How often `manage.py serve` runs the cleanup in the background; 0 turns that off.
+ATTACHMENTS_CLEANUP_INTERVAL_SECONDS = _setting(
+    "ATTACHMENTS_CLEANUP_INTERVAL_SECONDS", env.int, 3600
+)
+# A private bucket replaces the local directory when set; credentials come from
+# GOOGLE_APPLICATION_CREDENTIALS (a service-account key file, also used to sign URLs).
+GCS_BUCKET_NAME = _setting("GCS_BUCKET_NAME", env.str, "")
+GCS_PROJECT_ID = _setting("GCS_PROJECT_ID", env.str, "") or None
+GOOGLE_APPLICATION_CREDENTIALS = _setting("GOOGLE_APPLICATION_CREDENTIALS", env.str, "")
+ATTACHMENTS_LOCAL_DIR = DATA_DIR / "attachments"
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
+    "attachments": (
+        {
+            "BACKEND": "attachments.storage.PrivateGCSStorage",
+            "OPTIONS": {"bucket_name": GCS_BUCKET_NAME, "project_id": GCS_PROJECT_ID},
+        }
+        if GCS_BUCKET_NAME
+        else {
+            "BACKEND": "django.core.files.storage.FileSystemStorage",
+            "OPTIONS": {"location": str(ATTACHMENTS_LOCAL_DIR), "base_url": None},
+        }
+    ),
+}
+# The size limit is checked chunk by chunk as the multipart body is parsed.
+FILE_UPLOAD_HANDLERS = [
+    "attachments.uploads.SizeLimitUploadHandler",
+    "django.core.files.uploadhandler.MemoryFileUploadHandler",
+    "django.core.files.uploadhandler.TemporaryFileUploadHandler",
+]
+
+# Models, settings and presets (issue 5) ------------------------------------------------------
+# How long the OpenRouter model catalogue is cached per process; 0 fetches on every request
+# (concurrent requests still share one fetch).
+MODELS_CACHE_SECONDS = _setting("MODELS_CACHE_SECONDS", env.float, 60.0)
+if MODELS_CACHE_SECONDS < 0:
+    raise ImproperlyConfigured(
+        f"Environment variable MODELS_CACHE_SECONDS must be 0 or more, got {MODELS_CACHE_SECONDS}"
+    )
