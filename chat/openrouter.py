@@ -19,11 +19,19 @@ log = logging.getLogger(__name__)
 class UpstreamError(Exception):
     """The model API failed. `status` is what an HTTP API should answer with (502/504/...)."""
 
-    def __init__(self, message: str, status: int = 502, retry_after: str | None = None):
+    def __init__(
+        self,
+        message: str,
+        status: int = 502,
+        retry_after: str | None = None,
+        upstream_status: int | None = None,
+    ):
         super().__init__(message)
         self.message = message
         self.status = status
         self.retry_after = retry_after
+        # The model API's own status code, when it answered (e.g. 400 for "no tool support").
+        self.upstream_status = upstream_status
 
 
 class NotConfigured(UpstreamError):
@@ -76,7 +84,7 @@ def _error_from_response(response: httpx.Response) -> UpstreamError:
     else:
         message = f"The model API answered {code}"
     status = 404 if code == 404 else 502
-    return UpstreamError(_join(message, detail), status=status)
+    return UpstreamError(_join(message, detail), status=status, upstream_status=code)
 
 
 def _join(message: str, detail: str) -> str:
@@ -154,3 +162,26 @@ async def get_json(path: str, params: dict[str, str] | None = None) -> Any:
         return response.json()
     except ValueError:
         raise UpstreamError("The model API sent malformed JSON") from None
+
+
+async def complete(body: dict[str, Any], read_timeout: float | None = None) -> dict[str, Any]:
+    """A non-streaming chat completion (the tool planner): the parsed response document."""
+    url = f"{settings.OPENROUTER_BASE_URL}/chat/completions"
+    try:
+        response = await async_client().post(
+            url,
+            json={**body, "stream": False},
+            headers=_headers(),
+            timeout=_timeout(read=read_timeout),
+        )
+    except httpx.HTTPError as exc:
+        raise _transport_error(exc) from None
+    if response.status_code != 200:
+        raise _error_from_response(response)
+    try:
+        payload = response.json()
+    except ValueError:
+        raise UpstreamError("The model API sent malformed JSON") from None
+    if not isinstance(payload, dict) or payload.get("error"):
+        raise UpstreamError("The model provider reported an error")
+    return payload

@@ -1,5 +1,7 @@
 """The orchestrator: runs one chat turn against the model and relays its events.
 
+A turn is a loop of model rounds when the model uses MCP tools (see run_turn).
+
 It builds the request, streams it, relays every chunk, checkpoints the partial answer every
 CHAT_CHECKPOINT_SECONDS (never a write per token) and finalises the assistant message with its
 status, usage, cost, generation id and reasoning. Faults become an in-band error and an `error`
@@ -22,6 +24,7 @@ from chat.models import Conversation, Message
 from chat.rendering import render_markdown
 from chat.services import PreparedTurn, build_prompt, message_metadata
 from chat.turns import Event, Turn
+from integrations import toolloop
 
 log = logging.getLogger(__name__)
 
@@ -125,41 +128,152 @@ def _finalise(
     return message
 
 
+def _next_round_message(prepared: PreparedTurn, parent: Message) -> Message:
+    return Message.objects.create(
+        conversation=prepared.conversation,
+        parent=parent,
+        role=Message.Role.ASSISTANT,
+        status=Message.Status.STREAMING,
+        model=prepared.model,
+    )
+
+
+def _pause_message(prepared: PreparedTurn, parent: Message, text: str) -> Message:
+    return Message.objects.create(
+        conversation=prepared.conversation,
+        parent=parent,
+        role=Message.Role.ASSISTANT,
+        status=Message.Status.COMPLETE,
+        model=prepared.model,
+        content=text,
+        html=render_markdown(text),
+        finish_reason="tool_limit",
+    )
+
+
+def _latest_user_text(prepared: PreparedTurn) -> str:
+    message = prepared.user_message
+    return message.content if message is not None else ""
+
+
 async def run_turn(prepared: PreparedTurn, turn: Turn) -> AsyncIterator[Event]:
-    """The body of one turn, yielding its events (see contract/api.md)."""
-    assistant = prepared.assistant
-    turn.assistant_message_id = assistant.pk
-    acc = Accumulator()
-    started = time.monotonic()
-    last_checkpoint = started
+    """The body of one turn, yielding its events (see contract/api.md).
+
+    A turn is one or more model rounds: while the model asks for tools, the calls run
+    (toolloop.run_calls), their results are stored as `tool` messages answering the assistant
+    message that asked, and the model is called again, up to MCP_MAX_ROUNDS rounds and
+    MCP_MAX_CONSECUTIVE_FAILURES failed calls in a row, after which a stored message says so.
+    """
+    current = prepared.assistant
+    turn.assistant_message_id = current.pk
     if prepared.created:
         yield Event("session", {"session_id": prepared.conversation.session_id})
-    prompt = await _db(build_prompt, prepared.conversation, assistant)
-    body = {
-        **prepared.params,
-        "model": prepared.model,
-        "messages": prompt,
-        "stream": True,
-        "usage": {"include": True},
-    }
-    try:
-        async for raw, chunk in openrouter.stream_chat(body):
-            acc.add(chunk)
-            turn.content, turn.reasoning = acc.text, acc.reasoning_text
-            yield Event("message", raw)
-            now = time.monotonic()
-            if now - last_checkpoint >= settings.CHAT_CHECKPOINT_SECONDS:
-                last_checkpoint = now
-                await _db(_checkpoint, assistant, acc)
-    except openrouter.UpstreamError as exc:
-        log.warning("turn %s failed: %s", assistant.pk, exc.message)
-        yield Event("message", error_chunk(exc.message))
-        stored = await _db(_finalise, assistant, acc, Message.Status.ERROR, exc.message, started)
+    # Notices prepared with the turn (attachments: images a model cannot take).
+    for notice in getattr(prepared, "notices", ()):
+        yield Event("notice", notice)
+    user_id = prepared.conversation.user_id
+    entries, notices = await toolloop.tools_for_turn(user_id, _latest_user_text(prepared))
+    for event in notices:
+        yield event
+    offer_tools = bool(entries)
+    retried_without_tools = False
+    rounds = 0
+    failures = 0
+    while True:
+        rounds += 1
+        acc = Accumulator()
+        started = time.monotonic()
+        last_checkpoint = started
+        prompt = await _db(build_prompt, prepared.conversation, current)
+        body = {
+            **prepared.params,
+            "model": prepared.model,
+            "messages": prompt,
+            "stream": True,
+            "usage": {"include": True},
+        }
+        if offer_tools:
+            body["tools"] = [entry.openai_schema() for entry in entries]
+        else:
+            body.pop("tools", None)
+            body.pop("tool_choice", None)
+        try:
+            async for raw, chunk in openrouter.stream_chat(body):
+                acc.add(chunk)
+                turn.content, turn.reasoning = acc.text, acc.reasoning_text
+                yield Event("message", raw)
+                now = time.monotonic()
+                if now - last_checkpoint >= settings.CHAT_CHECKPOINT_SECONDS:
+                    last_checkpoint = now
+                    await _db(_checkpoint, current, acc)
+        except openrouter.UpstreamError as exc:
+            if (
+                offer_tools
+                and not retried_without_tools
+                and not acc.text
+                and toolloop.rejects_tools(exc)
+            ):
+                # Once, never in a loop: the same round again without tools.
+                retried_without_tools, offer_tools = True, False
+                rounds -= 1
+                yield Event(
+                    "notice",
+                    {
+                        "type": "tools_disabled",
+                        "message": f"{prepared.model} does not accept tools; "
+                        "answering without them.",
+                        "detail": exc.message,
+                    },
+                )
+                continue
+            log.warning("turn %s failed: %s", current.pk, exc.message)
+            yield Event("message", error_chunk(exc.message))
+            stored = await _db(_finalise, current, acc, Message.Status.ERROR, exc.message, started)
+            yield Event("metadata", message_metadata(stored))
+            return
+        except asyncio.CancelledError:
+            # Save what arrived even though the task is being cancelled.
+            await asyncio.shield(
+                _db(_finalise, current, acc, Message.Status.CANCELLED, "", started)
+            )
+            raise
+        if not offer_tools:
+            acc.tool_calls.clear()  # a model offered no tools cannot call one
+        calls = [c for c in acc.tool_calls.values() if c["function"]["name"]]
+        acc.tool_calls = dict(enumerate(calls))
+        stored = await _db(_finalise, current, acc, Message.Status.COMPLETE, "", started)
         yield Event("metadata", message_metadata(stored))
-        return
-    except asyncio.CancelledError:
-        # Save what arrived even though the task is being cancelled.
-        await asyncio.shield(_db(_finalise, assistant, acc, Message.Status.CANCELLED, "", started))
-        raise
-    stored = await _db(_finalise, assistant, acc, Message.Status.COMPLETE, "", started)
-    yield Event("metadata", message_metadata(stored))
+        if not calls:
+            return
+
+        results: list[toolloop.CallResult] = []
+        async for event in toolloop.run_calls(calls, entries, stored, user_id, results):
+            yield event
+        for result in results:
+            if result.ok or result.denied:
+                failures = 0 if result.ok else failures
+            else:
+                failures += 1
+        last = next((r.message for r in reversed(results) if r.message is not None), stored)
+        limit = None
+        if failures >= settings.MCP_MAX_CONSECUTIVE_FAILURES:
+            limit = (
+                "tool_error_limit",
+                f"Paused: {failures} tool calls in a row failed. "
+                "Send a message to continue or try something else.",
+            )
+        elif rounds >= settings.MCP_MAX_ROUNDS:
+            limit = (
+                "hop_limit",
+                f"Paused after {rounds} model rounds with tools. Send a message to continue.",
+            )
+        if limit is not None:
+            status, text = limit
+            pause = await _db(_pause_message, prepared, last, text)
+            turn.assistant_message_id = pause.pk
+            yield Event("tool", {"status": status, "message": text, "message_id": pause.pk})
+            yield Event("metadata", message_metadata(pause))
+            return
+        current = await _db(_next_round_message, prepared, last)
+        turn.assistant_message_id = current.pk
+        turn.content, turn.reasoning = "", ""

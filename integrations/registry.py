@@ -120,6 +120,13 @@ class ServerUnavailable(Exception):
     pass
 
 
+def _stdio_errlog():
+    """Where a stdio server's stderr goes: the log stream, not the terminal of a test run."""
+    import sys
+
+    return sys.stderr
+
+
 def _error_text(exc: BaseException) -> str:
     while isinstance(exc, BaseExceptionGroup) and exc.exceptions:
         exc = exc.exceptions[0]
@@ -157,9 +164,11 @@ class Connection:
         timeout = httpx2.Timeout(c.connect_timeout, read=300.0)
         if c.transport == McpServer.Transport.STDIO:
             env = dict(c.env) or None
-            return stdio_client(
-                StdioServerParameters(command=c.command, args=list(c.args), env=env)
+            # Relative module paths (the bundled server) resolve from the project directory.
+            params = StdioServerParameters(
+                command=c.command, args=list(c.args), env=env, cwd=settings.BASE_DIR
             )
+            return stdio_client(params, errlog=_stdio_errlog())
         if c.transport == McpServer.Transport.SSE:
 
             def factory(headers=None, timeout=None, auth=None):
