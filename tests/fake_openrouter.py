@@ -3,7 +3,11 @@
 The scenario is picked by the requested model, `fake/<scenario>`; any other model answers
 normally. Scenarios: `ok` (default), `reasoning`, `slow`, `401`, `429`, `500`, `drop`,
 `malformed`, `inband-error`, `stall`, `utf8-split`, `tools` (asks for the tool in
-`FakeOpenRouter.tool_call` on the first round, answers normally once a tool result is sent).
+`FakeOpenRouter.tool_call` on the first round, answers normally once a tool result is sent),
+`tool-turn` (asks for the calls in `FakeOpenRouter.round_calls` (default: `tool_call`) whenever
+the last message is not a tool result), `tools-always` (asks for them every round),
+`reject-tools` (a 400 about tools when the request offers tools; answers normally otherwise),
+`planner` (non-stream: answers `FakeOpenRouter.planner_reply` after `planner_delay` seconds).
 
 Every request is recorded (`requests`), and so is every stream the client closed early
 (`closed_streams`), so tests can check what reached the upstream and that it was cancelled.
@@ -32,6 +36,8 @@ class FakeOpenRouter:
         self.closed_streams = 0
         self.completed_streams = 0
         self.models_fetches = 0
+        # Seconds `GET /models` takes, so tests can have many requests wait on one fetch.
+        self.models_delay = 0.0
         self.generations: dict[str, dict[str, Any]] = {}
         self.token_delay = 0.0
         self.slow_token_delay = 0.05
@@ -42,6 +48,10 @@ class FakeOpenRouter:
             {"id": "fake/ok", "name": "Fake OK", "context_length": 8192}
         ]
         self.tool_call = {"name": "get_time", "arguments": "{}"}
+        # Calls asked for in one round by `tool-turn` / `tools-always` (None: [tool_call]).
+        self.round_calls: list[dict[str, str]] | None = None
+        self.planner_reply = '{"tools": []}'
+        self.planner_delay = 0.0
         self._ids = itertools.count(1)
         self._lock = threading.Lock()
         self._stream_closed = threading.Condition(self._lock)
@@ -55,8 +65,13 @@ class FakeOpenRouter:
             self.closed_streams = 0
             self.completed_streams = 0
             self.models_fetches = 0
+            self.models_delay = 0.0
             self.token_delay = 0.0
             self.reply_tokens = None
+            self.tool_call = {"name": "get_time", "arguments": "{}"}
+            self.round_calls = None
+            self.planner_reply = '{"tools": []}'
+            self.planner_delay = 0.0
 
     def wait_closed_streams(self, count: int, timeout: float = 5.0) -> bool:
         with self._stream_closed:
@@ -92,6 +107,8 @@ class FakeOpenRouter:
     async def list_models(self, request: Request) -> Response:
         with self._lock:
             self.models_fetches += 1
+        if self.models_delay:
+            await asyncio.sleep(self.models_delay)
         return JSONResponse({"data": self.models})
 
     async def generation(self, request: Request) -> Response:
@@ -120,7 +137,27 @@ class FakeOpenRouter:
             )
         if scenario == "500":
             return JSONResponse({"error": {"message": "Internal Server Error", "code": 500}}, 500)
+        if scenario == "reject-tools" and body.get("tools"):
+            return JSONResponse(
+                {"error": {"message": "No endpoints found that support tool use.", "code": 400}},
+                400,
+            )
         generation_id = f"gen-{next(self._ids)}"
+        if not body.get("stream") and scenario == "planner":
+            await asyncio.sleep(self.planner_delay)
+            return JSONResponse(
+                {
+                    "id": generation_id,
+                    "model": model,
+                    "choices": [
+                        {
+                            "index": 0,
+                            "message": {"role": "assistant", "content": self.planner_reply},
+                        }
+                    ],
+                    "usage": {"prompt_tokens": 100, "completion_tokens": 10, "cost": 0.00002},
+                }
+            )
         if not body.get("stream"):
             text = "".join(self._tokens(body))
             return JSONResponse(
@@ -191,6 +228,23 @@ class FakeOpenRouter:
                         {"index": 0, "function": {"arguments": self.tool_call["arguments"]}}
                     ]
                 )
+                yield chunk(finish_reason="tool_calls")
+                yield b"data: [DONE]\n\n"
+                finished = True
+                return
+            last_role = (body["messages"] or [{}])[-1].get("role")
+            if scenario == "tools-always" or (scenario == "tool-turn" and last_role != "tool"):
+                calls = self.round_calls if self.round_calls is not None else [self.tool_call]
+                for index, call in enumerate(calls):
+                    call_id = f"call_{generation_id}_{index}"
+                    head = {"name": call["name"], "arguments": ""}
+                    yield chunk(
+                        tool_calls=[
+                            {"index": index, "id": call_id, "type": "function", "function": head}
+                        ]
+                    )
+                    arguments = call.get("arguments", "{}")
+                    yield chunk(tool_calls=[{"index": index, "function": {"arguments": arguments}}])
                 yield chunk(finish_reason="tool_calls")
                 yield b"data: [DONE]\n\n"
                 finished = True

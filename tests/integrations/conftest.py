@@ -1,0 +1,179 @@
+import asyncio
+import json
+import socket
+import sys
+import threading
+import time
+from typing import Any
+
+import pytest
+import uvicorn
+
+from integrations.models import McpServer
+from integrations.registry import close_registry
+from tests.integrations.mcp_testserver import build
+from tests.sse import SSEvent, parse_sse
+
+
+class Counting:
+    """ASGI middleware counting new MCP sessions (a POST without a session id starts one on
+    streamable HTTP; a GET of /sse starts one on SSE)."""
+
+    def __init__(self, app) -> None:
+        self.app = app
+        self.sessions = 0
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] == "http":
+            headers = dict(scope["headers"])
+            if scope["method"] == "POST" and b"mcp-session-id" not in headers:
+                self.sessions += 1
+            if scope["method"] == "GET" and scope["path"].endswith("/sse"):
+                self.sessions += 1
+        await self.app(scope, receive, send)
+
+
+class McpHttpServer:
+    """A real MCP server (SDK) served by uvicorn on 127.0.0.1 in a thread, with its lifespan."""
+
+    def __init__(self, name: str, transport: str = "streamable_http") -> None:
+        self.mcp = build(name)
+        app = self.mcp.sse_app() if transport == "sse" else self.mcp.streamable_http_app()
+        self.app = Counting(app)
+        self.transport = transport
+        self.sock = socket.socket()
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.sock.bind(("127.0.0.1", 0))
+        self.port = self.sock.getsockname()[1]
+        config = uvicorn.Config(
+            self.app, lifespan="on", log_level="critical", timeout_graceful_shutdown=1
+        )
+        self.server = uvicorn.Server(config)
+        self.thread = threading.Thread(
+            target=self.server.run, kwargs={"sockets": [self.sock]}, daemon=True
+        )
+
+    @property
+    def url(self) -> str:
+        path = "/sse" if self.transport == "sse" else "/mcp"
+        return f"http://127.0.0.1:{self.port}{path}"
+
+    @property
+    def sessions(self) -> int:
+        return self.app.sessions
+
+    def start(self) -> "McpHttpServer":
+        self.thread.start()
+        deadline = time.monotonic() + 10
+        while not self.server.started:
+            assert time.monotonic() < deadline, "MCP test server did not start"
+            time.sleep(0.01)
+        return self
+
+    def stop(self) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=5)
+        self.sock.close()
+
+
+@pytest.fixture
+def mcp_server():
+    """Factory: start a real MCP server over HTTP (`streamable_http` or `sse`)."""
+    started: list[McpHttpServer] = []
+
+    def make(name: str = "alpha", transport: str = "streamable_http") -> McpHttpServer:
+        server = McpHttpServer(name, transport).start()
+        started.append(server)
+        return server
+
+    yield make
+    for server in started:
+        server.stop()
+
+
+@pytest.fixture
+def add_server(db):
+    """Factory: configure an MCP server in the database."""
+
+    def add(server_id: str, url: str = "", **fields: Any) -> McpServer:
+        return McpServer.objects.create(server_id=server_id, url=url, **fields)
+
+    return add
+
+
+@pytest.fixture
+def add_stdio_server(add_server):
+    def add(server_id: str = "local", **fields: Any) -> McpServer:
+        return add_server(
+            server_id,
+            transport=McpServer.Transport.STDIO,
+            command=sys.executable,
+            args=["-m", "tests.integrations.mcp_testserver"],
+            **fields,
+        )
+
+    return add
+
+
+@pytest.fixture(autouse=True)
+def mcp_settings(settings):
+    settings.MCP_CONNECT_TIMEOUT = 5.0
+    settings.MCP_CALL_TIMEOUT = 5.0
+    settings.MCP_RECONNECT_MIN_SECONDS = 0.05
+    settings.MCP_RECONNECT_MAX_SECONDS = 0.5
+    settings.MCP_APPROVAL_TIMEOUT = 5.0
+    settings.PLANNER_TIMEOUT = 2.0
+    return settings
+
+
+@pytest.fixture(autouse=True)
+async def close_mcp_registry():
+    """Each test's event loop has its own registry: close its sessions with the test."""
+    yield
+    await close_registry()
+
+
+def set_calls(fake, *calls: tuple[str, dict[str, Any]]) -> None:
+    """Script the tool calls the fake model makes in a round."""
+    fake.round_calls = [{"name": n, "arguments": json.dumps(a)} for n, a in calls]
+
+
+async def chat(client, model: str = "fake/tool-turn", text: str = "please use the tool", **body):
+    """Run one chat turn through the SSE API and return its events."""
+    body.setdefault("messages", [{"role": "user", "content": text}])
+    response = await client.post(
+        "/api/chat/stream", {"model": model, **body}, content_type="application/json"
+    )
+    assert response.status_code == 200, response.content
+    raw = b"".join([chunk async for chunk in response.streaming_content])
+    return parse_sse(raw)[0]
+
+
+async def iter_events(client, model: str = "fake/tool-turn", text: str = "go", **body):
+    """Yield a turn's events as they arrive (to answer approval cards mid-turn)."""
+    body.setdefault("messages", [{"role": "user", "content": text}])
+    response = await client.post(
+        "/api/chat/stream", {"model": model, **body}, content_type="application/json"
+    )
+    assert response.status_code == 200
+    buffer = b""
+    async for chunk in response.streaming_content:
+        buffer += chunk
+        while b"\n\n" in buffer:
+            block, buffer = buffer.split(b"\n\n", 1)
+            events, _ = parse_sse(block + b"\n\n")
+            for event in events:
+                yield event
+
+
+def tool_events(events: list[SSEvent]) -> list[dict[str, Any]]:
+    return [e.json for e in events if e.name == "tool"]
+
+
+async def eventually(predicate, timeout: float = 5.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        await asyncio.sleep(0.02)
+    return predicate()
