@@ -1,4 +1,8 @@
 from django.urls import path
 
+from attachments import views
+
 app_name = "attachments"
-urlpatterns: list = []
+urlpatterns = [
+    path("<str:public_id>/", views.download, name="download"),
+]

@@ -10,6 +10,7 @@ from django.db import transaction
 from django.http import Http404
 from django.utils import timezone
 
+from attachments import services as attachments
 from chat import turns
 from chat.models import ApiToken, Conversation, Message, hash_token
 from chat.rendering import render_markdown
@@ -70,6 +71,7 @@ def delete_conversation(user, session_id: str) -> None:
     if conversation.user_id != user.pk:
         raise Http404("Conversation not found")
     turns.cancel_turn(conversation.pk)
+    attachments.delete_for_conversation(conversation)
     conversation.delete()
 
 
@@ -90,6 +92,7 @@ def delete_message(user, session_id: str, message_ref: str) -> None:
         targets
     ):
         turns.cancel_turn(conversation.pk)
+    attachments.delete_for_messages(m.pk for m in targets)
     for message in targets:
         message.delete()
 
@@ -142,6 +145,8 @@ class PreparedTurn:
     user_message: Message | None
     model: str
     params: dict[str, Any]
+    # `notice` events the orchestrator sends first (e.g. images the model cannot take).
+    notices: list[dict[str, Any]] = field(default_factory=list)
 
 
 def _text_of(content: Any) -> str:
@@ -185,13 +190,19 @@ def prepare_turn(user, request: TurnInput) -> PreparedTurn:
             parent=parent if item["role"] == "tool" else None,
             role=item["role"],
             content=_text_of(content),
-            content_parts=content if isinstance(content, list) else None,
+            # Attachment references become stored `attachment` parts (404 if not the user's).
+            content_parts=(
+                attachments.resolve_content_parts(user, content)
+                if isinstance(content, list)
+                else None
+            ),
             tool_call_id=item.get("tool_call_id") or "",
             tool_name=item.get("name") or "",
             client_message_id=request.client_parent_message_id if is_last else "",
         )
         if item["role"] == "user":
             user_message = parent
+        attachments.link_to_message(parent)
     assistant = Message.objects.create(
         conversation=conversation,
         parent=parent,
@@ -205,7 +216,9 @@ def prepare_turn(user, request: TurnInput) -> PreparedTurn:
     conversation.model = model
     conversation.save(update_fields=["title", "model", "updated_at"])
     params = {k: v for k, v in request.params.items() if k not in _OWN_KEYS}
-    return PreparedTurn(conversation, created, assistant, user_message, model, params)
+    prepared = PreparedTurn(conversation, created, assistant, user_message, model, params)
+    prepared.notices.extend(attachments.image_notices(user_message, model))
+    return prepared
 
 
 def _title_from(text: str) -> str:
@@ -231,6 +244,8 @@ def build_prompt(conversation: Conversation, upto: Message) -> list[dict[str, An
     )
     history.reverse()
     answered = {m.tool_call_id for m in history if m.role == Message.Role.TOOL}
+    # Stored attachment references become image/file parts with freshly signed URLs.
+    expanded = attachments.prompt_parts(history, upto.model).parts
     for message in history:
         if message.role == Message.Role.ASSISTANT:
             entry: dict[str, Any] = {"role": "assistant", "content": message.content}
@@ -247,7 +262,10 @@ def build_prompt(conversation: Conversation, upto: Message) -> list[dict[str, An
             )
         else:
             prompt.append(
-                {"role": message.role, "content": message.content_parts or message.content}
+                {
+                    "role": message.role,
+                    "content": expanded.get(message.pk) or message.content_parts or message.content,
+                }
             )
     return prompt
 

@@ -10,12 +10,14 @@ django_asgi_app = get_asgi_application()
 from channels.routing import ProtocolTypeRouter  # noqa: E402
 from django.contrib.staticfiles.handlers import ASGIStaticFilesHandler  # noqa: E402
 
+from attachments.uploads import UploadSizeGuard  # noqa: E402
 from config.routing import websocket_application  # noqa: E402
 
 application = ProtocolTypeRouter(
     {
         # The product is one process by default: serve /static/ from the app's own files.
-        "http": ASGIStaticFilesHandler(django_asgi_app),
+        # Oversized uploads are refused while their body arrives, before Django buffers it.
+        "http": UploadSizeGuard(ASGIStaticFilesHandler(django_asgi_app)),
         "websocket": websocket_application,
     }
 )

@@ -6,6 +6,7 @@ from django.contrib.auth import get_user_model
 from django.core.management import call_command
 from django.core.management.base import BaseCommand
 
+from attachments.services import start_cleanup_schedule
 from chat.services import recover_interrupted_messages
 
 
@@ -36,6 +37,8 @@ class Command(BaseCommand):
                     "(set it in the environment or .env and restart)."
                 )
             )
+        # Attachments unused past their retention are removed on a schedule (cron not needed).
+        start_cleanup_schedule(settings.ATTACHMENTS_CLEANUP_INTERVAL_SECONDS)
         self.stdout.write(f"Serving on http://{host}:{port}/")
 
         import uvicorn
