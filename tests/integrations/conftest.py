@@ -77,7 +77,7 @@ class McpHttpServer:
 
 
 @pytest.fixture
-def mcp_server():
+async def mcp_server():
     """Factory: start a real MCP server over HTTP (`streamable_http` or `sse`)."""
     started: list[McpHttpServer] = []
 
@@ -87,6 +87,7 @@ def mcp_server():
         return server
 
     yield make
+    await close_registry()  # close client sessions while their servers are still up
     for server in started:
         server.stop()
 

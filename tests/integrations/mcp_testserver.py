@@ -6,6 +6,7 @@ import base64
 import os
 
 from mcp.server.mcpserver import Context, MCPServer
+from mcp.server.mcpserver.exceptions import ToolError
 from mcp.types import ImageContent, TextContent, ToolAnnotations
 
 READ_ONLY = ToolAnnotations(read_only_hint=True)
@@ -67,7 +68,7 @@ def build(name: str = "test", *, extra_tools: bool = True) -> MCPServer:
     @server.tool(annotations=READ_ONLY)
     def fail() -> str:
         """Always fails."""
-        raise ValueError("boom")
+        raise ToolError("boom")
 
     @server.tool(annotations=READ_ONLY)
     async def grow(ctx: Context) -> str:
