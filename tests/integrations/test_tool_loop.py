@@ -1,16 +1,14 @@
-import pytest
-
 import asyncio
 from html.parser import HTMLParser
 
+import pytest
 from asgiref.sync import sync_to_async
 
 from chat.models import Message
 from chat.rendering import render_markdown
-from chat.services import build_prompt
 from tests.conftest import bearer_client
-from tests.integrations.mcp_testserver import INJECTION
 from tests.integrations.conftest import chat, set_calls, tool_events
+from tests.integrations.mcp_testserver import INJECTION
 from tests.sse import content_of
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -191,7 +189,9 @@ async def test_hop_limit_pauses_the_turn_with_a_stored_message(
     assert events[-2].name == "metadata" and events[-2].json["message_id"] == pause.pk
     assert events[-1].data == "[DONE]"
     # Every stored tool call has its result.
-    calls = [m async for m in Message.objects.filter(role="assistant").exclude(tool_calls=None)]
+    calls = [
+        m async for m in Message.objects.filter(role="assistant").filter(tool_calls__isnull=False)
+    ]
     results = {m.tool_call_id async for m in Message.objects.filter(role="tool")}
     assert len(calls) == 3 and all(c.tool_calls[0]["id"] in results for c in calls)
 
