@@ -98,6 +98,17 @@ class Message(models.Model):
     def __str__(self) -> str:
         return f"{self.role} #{self.pk}"
 
+    @property
+    def rendered(self):
+        """The answer's sanitised HTML, rendered once when the message was saved."""
+        from chat.rendering import stored_html
+
+        return stored_html(self.html)
+
+    @property
+    def total_tokens(self) -> int | None:
+        return (self.usage or {}).get("total_tokens")
+
 
 def hash_token(raw: str) -> str:
     return hashlib.sha256(raw.encode()).hexdigest()

@@ -107,6 +107,11 @@ def render_markdown(text: str) -> SafeString:
     return mark_safe(sanitize_html(_markdown().render(text)))  # noqa: S308 - sanitised above
 
 
+def stored_html(html: str) -> SafeString:
+    """Mark HTML that `render_markdown` produced earlier (and that was stored) as safe."""
+    return mark_safe(html)  # noqa: S308 - only ever output of render_markdown
+
+
 def render_plain(text: str) -> SafeString:
     """Escape untrusted text that is shown verbatim (tool arguments, raw results)."""
     return mark_safe(f"<pre>{html.escape(text)}</pre>")  # noqa: S308 - escaped

@@ -135,6 +135,8 @@ class TurnInput:
     session_id: str | None = None
     client_assistant_message_id: str = ""
     client_parent_message_id: str = ""
+    # Retry: answer again the turn of this failed assistant message (which is replaced).
+    retry_of: int | None = None
 
 
 @dataclass
@@ -203,6 +205,8 @@ def prepare_turn(user, request: TurnInput) -> PreparedTurn:
         if item["role"] == "user":
             user_message = parent
         attachments.link_to_message(parent)
+    if request.retry_of is not None:
+        parent = user_message = _replace_failed_answer(conversation, request.retry_of)
     assistant = Message.objects.create(
         conversation=conversation,
         parent=parent,
@@ -299,3 +303,108 @@ def start_turn(prepared: PreparedTurn) -> Turn:
 
 def cancel_turn(conversation: Conversation) -> bool:
     return turns.cancel_turn(conversation.pk)
+
+
+def _replace_failed_answer(conversation: Conversation, message_id: int) -> Message:
+    """Delete a failed answer (and what descends from it); return the message it answered."""
+    failed = conversation.messages.filter(
+        pk=message_id,
+        role=Message.Role.ASSISTANT,
+        status__in=[Message.Status.ERROR, Message.Status.INTERRUPTED, Message.Status.CANCELLED],
+    ).first()
+    if failed is None or failed.parent_id is None:
+        raise Http404("No failed answer to retry")
+    asked = failed.parent
+    while asked is not None and asked.role != Message.Role.USER:
+        asked = asked.parent
+    if asked is None:
+        raise Http404("No failed answer to retry")
+    # Every reply to that question goes, so the new answer is the only one.
+    for reply in asked.children.all():
+        reply.delete()
+    return asked
+
+
+def rename_conversation(user, session_id: str, title: str) -> Conversation:
+    conversation = get_conversation_for_user(user, session_id)
+    cleaned = " ".join(title.split())[:200]
+    if cleaned:
+        conversation.title = cleaned
+        conversation.save(update_fields=["title"])
+    return conversation
+
+
+def turn_root_of(message: Message) -> int:
+    """The id of the user message that opened the turn this message belongs to."""
+    root = (
+        Message.objects.filter(
+            conversation_id=message.conversation_id, role=Message.Role.USER, pk__lte=message.pk
+        )
+        .order_by("-pk")
+        .values_list("pk", flat=True)
+        .first()
+    )
+    return root or message.pk
+
+
+def delete_message_in_turn(user, conversation: Conversation, message_id: int) -> int | None:
+    """Delete one of the user's messages and its descendants (pages). Return the id of its
+    turn's root message, or None when the root itself went."""
+    message = conversation.messages.filter(pk=message_id).first()
+    if message is None:
+        raise Http404("Message not found")
+    root = turn_root_of(message)
+    delete_message(user, conversation.session_id, str(message.pk))
+    return None if root == message.pk else root
+
+
+_TITLE_PROMPT = (
+    "Write a short title (2 to 6 words) for the conversation below. "
+    "Reply with the title only: no quotes, no punctuation at the end."
+)
+
+
+async def generate_title(conversation: Conversation, root_id: int) -> Conversation | None:
+    """Name a conversation after its first exchange; keep the first-line title on failure.
+
+    A title the user has set in the meantime is never overwritten."""
+    from chat import openrouter
+
+    if await conversation.messages.filter(role=Message.Role.USER, pk__lt=root_id).aexists():
+        return None
+    question = await conversation.messages.filter(pk=root_id).afirst()
+    answer = (
+        await conversation.messages.filter(
+            role=Message.Role.ASSISTANT, status=Message.Status.COMPLETE, pk__gt=root_id
+        )
+        .exclude(content="")
+        .order_by("pk")
+        .afirst()
+    )
+    if question is None or answer is None:
+        return None
+    body = {
+        "model": settings.CHAT_TITLE_MODEL or answer.model or conversation.model,
+        "messages": [
+            {"role": "system", "content": _TITLE_PROMPT},
+            {
+                "role": "user",
+                "content": f"User: {question.content[:1500]}\n\nAssistant: {answer.content[:1500]}",
+            },
+        ],
+        "max_tokens": 24,
+    }
+    try:
+        payload = await openrouter.complete(body, read_timeout=20)
+        text = payload["choices"][0]["message"]["content"] or ""
+    except (openrouter.UpstreamError, KeyError, IndexError, TypeError):
+        return None
+    title = _title_from(text.strip().splitlines()[0].strip(" \"'*#.") if text.strip() else "")
+    if not title:
+        return None
+    updated = await Conversation.objects.filter(
+        pk=conversation.pk, title=_title_from(question.content)
+    ).aupdate(title=title)
+    if not updated:
+        return None
+    return await Conversation.objects.aget(pk=conversation.pk)

@@ -1,9 +1,17 @@
+"""The chat pages: thin views over chat.services and chat.history."""
+
 from django.conf import settings
-from django.contrib.admin.views.decorators import staff_member_required
 from django.contrib.auth.decorators import login_not_required
-from django.http import JsonResponse
-from django.shortcuts import render
-from django.views.decorators.http import require_GET
+from django.http import HttpResponse, JsonResponse
+from django.shortcuts import redirect, render
+from django.views.decorators.http import require_GET, require_POST
+from django_htmx.http import HttpResponseClientRedirect
+
+from chat import history, services
+from chat.decorators import staff_required
+from chat.models import Conversation
+
+MAX_MESSAGE_CHARS = 100_000
 
 
 @login_not_required
@@ -18,6 +26,88 @@ def health(request):
     )
 
 
-@staff_member_required
+def _page_context(request, conversation: Conversation | None) -> dict:
+    messages, has_more = ([], False)
+    if conversation is not None:
+        messages, has_more = history.page_of_messages(conversation)
+        live = history.live_text(conversation.pk)
+        for message in messages:
+            if message.pk in live:
+                message.live_html = live[message.pk]["html"]  # type: ignore[attr-defined]
+                message.live_reasoning = live[message.pk]["reasoning"]  # type: ignore[attr-defined]
+    return {
+        "conversation": conversation,
+        "session_id": conversation.session_id if conversation else "",
+        "conversations": history.list_conversations(request.user),
+        "turns": history.group_turns(messages),
+        "has_more": has_more,
+        "oldest_id": messages[0].pk if messages else None,
+        "running": any(m.status == "streaming" for m in messages),
+        "model": history.current_model(conversation),
+        "max_message_chars": MAX_MESSAGE_CHARS,
+    }
+
+
+@staff_required
+@require_GET
 def home(request):
-    return render(request, "chat/home.html")
+    return render(request, "chat/chat.html", _page_context(request, None))
+
+
+@staff_required
+@require_GET
+def conversation(request, session_id: str):
+    found = services.get_conversation_for_user(request.user, session_id)
+    return render(request, "chat/chat.html", _page_context(request, found))
+
+
+@staff_required
+@require_GET
+def older_messages(request, session_id: str):
+    """Earlier messages for scrolling back, as turn partials plus the next sentinel."""
+    found = services.get_conversation_for_user(request.user, session_id)
+    try:
+        before = int(request.GET.get("before", ""))
+    except ValueError:
+        return HttpResponse("before must be a message id", status=400)
+    messages, has_more = history.page_of_messages(found, before=before)
+    context = {
+        "conversation": found,
+        "session_id": found.session_id,
+        "turns": history.group_turns(messages),
+        "has_more": has_more,
+        "oldest_id": messages[0].pk if messages else None,
+    }
+    return render(request, "chat/older.html", context)
+
+
+@staff_required
+@require_POST
+def rename(request, session_id: str):
+    found = services.rename_conversation(request.user, session_id, request.POST.get("title", ""))
+    return render(
+        request, "chat/chat.html#conversation-item", {"item": found, "conversation": found}
+    )
+
+
+@staff_required
+@require_POST
+def delete(request, session_id: str):
+    found = services.get_conversation_for_user(request.user, session_id)
+    services.delete_conversation(request.user, found.session_id)
+    if request.htmx:
+        return HttpResponseClientRedirect("/")
+    return redirect("chat:home")
+
+
+@staff_required
+@require_POST
+def delete_message(request, session_id: str, message_id: int):
+    """Delete a message and its descendants; answer with its turn as it now stands."""
+    found = services.get_conversation_for_user(request.user, session_id)
+    root_id = services.delete_message_in_turn(request.user, found, message_id)
+    view = history.turn_messages(found.pk, root_id) if root_id else None
+    if view is None:
+        return HttpResponse("")
+    context = {"turn": view, "session_id": found.session_id, "conversation": found}
+    return render(request, "chat/chat.html#turn", context)

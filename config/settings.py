@@ -93,6 +93,7 @@ INSTALLED_APPS = [
     "django.contrib.sessions",
     "django.contrib.messages",
     "django.contrib.staticfiles",
+    "django.contrib.humanize",
     "django_htmx",
     "channels",
     "chat",
@@ -246,6 +247,17 @@ CHAT_CHECKPOINT_SECONDS = _positive(
 )
 SSE_PING_SECONDS = _positive("SSE_PING_SECONDS", _setting("SSE_PING_SECONDS", env.float, 15.0))
 CHAT_HISTORY_LIMIT = _setting("CHAT_HISTORY_LIMIT", env.int, 200)
+# Pages: at most one content frame per this many seconds per turn (coalesced, never per token).
+CHAT_FRAME_SECONDS = _positive(
+    "CHAT_FRAME_SECONDS", _setting("CHAT_FRAME_SECONDS", env.float, 0.04)
+)
+# The model that names conversations after the first exchange (empty: the conversation's).
+CHAT_TITLE_MODEL = _setting("CHAT_TITLE_MODEL", env.str, "")
+# WebSocket frames from a page: size limit, and how often an open socket re-checks its user.
+WS_MAX_FRAME_BYTES = _setting("WS_MAX_FRAME_BYTES", env.int, 256 * 1024)
+WS_USER_RECHECK_SECONDS = _positive(
+    "WS_USER_RECHECK_SECONDS", _setting("WS_USER_RECHECK_SECONDS", env.float, 30.0)
+)
 
 LOGGING = {
     "version": 1,

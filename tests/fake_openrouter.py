@@ -68,6 +68,8 @@ class FakeOpenRouter:
             self.models_delay = 0.0
             self.token_delay = 0.0
             self.reply_tokens = None
+            self.slow_token_delay = 0.05
+            self.slow_tokens = 200
             self.tool_call = {"name": "get_time", "arguments": "{}"}
             self.round_calls = None
             self.planner_reply = '{"tools": []}'

@@ -1,0 +1,221 @@
+"""The page's WebSocket: a thin async adapter between the htmx ws extension and chat.services.
+
+Frames from the page are JSON objects with an `action` (htmx's ws-send serialises the form);
+frames to the page are HTML fragments swapped by id. Every conversation goes through the one
+access helper; another user's id closes the socket (4404) without sending anything.
+"""
+
+import asyncio
+import contextlib
+import json
+import logging
+from typing import Any
+
+from channels.db import database_sync_to_async
+from channels.generic.websocket import AsyncWebsocketConsumer
+from django.conf import settings
+from django.contrib.auth import get_user_model
+from django.http import Http404
+from django.template.loader import render_to_string
+
+from chat import history, live, services, turns
+from chat.models import Conversation, Message
+
+log = logging.getLogger(__name__)
+
+CLOSE_UNAUTHORIZED = 4401
+CLOSE_NOT_FOUND = 4404
+MAX_MESSAGE_CHARS = 100_000
+
+
+class ChatConsumer(AsyncWebsocketConsumer):
+    conversation: Conversation | None = None
+    _recheck: asyncio.Task | None = None
+
+    async def connect(self) -> None:
+        user = self.scope.get("user")
+        if user is None or not (user.is_authenticated and user.is_active and user.is_staff):
+            await self.close(code=CLOSE_UNAUTHORIZED)
+            return
+        self.user = user
+        await self.accept()
+        self._recheck = asyncio.create_task(self._recheck_user())
+
+    async def disconnect(self, code: int) -> None:
+        if self._recheck is not None:
+            self._recheck.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._recheck
+        if self.conversation is not None:
+            await self.channel_layer.group_discard(
+                live.frames_group(self.conversation.pk), self.channel_name
+            )
+
+    async def _recheck_user(self) -> None:
+        """A deactivated user's open sockets close (sessions alone would keep them open)."""
+        while True:
+            await asyncio.sleep(settings.WS_USER_RECHECK_SECONDS)
+            if not await self._user_is_active():
+                await self.close(code=CLOSE_UNAUTHORIZED)
+                return
+
+    async def _user_is_active(self) -> bool:
+        return (
+            await get_user_model()
+            .objects.filter(pk=self.user.pk, is_active=True, is_staff=True)
+            .aexists()
+        )
+
+    # Frames from the page ---------------------------------------------------------------------
+
+    async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
+        if text_data is None:
+            await self._notice("This socket only takes JSON text frames.", "error")
+            return
+        if len(text_data) > settings.WS_MAX_FRAME_BYTES:
+            await self._notice("That message is too large to send.", "error")
+            return
+        try:
+            data = json.loads(text_data)
+        except ValueError:
+            await self._notice("The page sent a malformed frame; reload the page.", "error")
+            return
+        if not isinstance(data, dict):
+            await self._notice("The page sent a malformed frame; reload the page.", "error")
+            return
+        if not await self._user_is_active():
+            await self.close(code=CLOSE_UNAUTHORIZED)
+            return
+        handler = {
+            "hello": self.on_hello,
+            "send": self.on_send,
+            "stop": self.on_stop,
+            "retry": self.on_retry,
+        }.get(str(data.get("action")))
+        if handler is None:
+            await self._notice("Unknown action.", "error")
+            return
+        try:
+            await handler(data)
+        except Http404:
+            await self.close(code=CLOSE_NOT_FOUND)
+
+    async def on_hello(self, data: dict[str, Any]) -> None:
+        """The page (re)connected: follow its conversation and bring it up to date."""
+        session_id = str(data.get("session_id") or "")
+        if not session_id:
+            return
+        await self._follow(session_id)
+        assert self.conversation is not None
+        try:
+            last_turn = int(data.get("last_turn") or 0)
+        except (TypeError, ValueError):
+            last_turn = 0
+        await self.send(text_data=await database_sync_to_async(self._resync)(last_turn))
+
+    def _resync(self, last_turn: int) -> str:
+        conversation = self.conversation
+        assert conversation is not None
+        messages, _ = history.page_of_messages(conversation)
+        running = turns.get_turn(conversation.pk)
+        parts = []
+        for view in history.group_turns(messages):
+            if view.root_id < last_turn:
+                continue
+            parts.append(
+                live.render_turn(
+                    conversation, view.root_id, append=view.root_id > last_turn, live=running
+                )
+            )
+        parts.append(live.render_turn_state(any(m.status == "streaming" for m in messages)))
+        return "".join(parts)
+
+    async def on_send(self, data: dict[str, Any]) -> None:
+        text = str(data.get("message") or "").strip()
+        if not text:
+            return
+        if len(text) > MAX_MESSAGE_CHARS:
+            await self._notice("That message is too long.", "error")
+            return
+        client_id = str(data.get("client_id") or "")[:100]
+        session_id = str(data.get("session_id") or "")
+        if session_id and (self.conversation is None or self.conversation.session_id != session_id):
+            await self._follow(session_id)
+        if client_id and self.conversation is not None:
+            # A double click or a resend after reconnecting: the turn already exists.
+            duplicate = await Message.objects.filter(
+                conversation=self.conversation, role="user", client_message_id=client_id
+            ).aexists()
+            if duplicate:
+                return
+        turn_input = services.TurnInput(
+            messages=[{"role": "user", "content": text}],
+            session_id=self.conversation.session_id if self.conversation else None,
+            client_parent_message_id=client_id,
+        )
+        await self._start(turn_input)
+
+    async def on_retry(self, data: dict[str, Any]) -> None:
+        if self.conversation is None:
+            return
+        try:
+            message_id = int(data.get("message_id") or 0)
+        except (TypeError, ValueError):
+            await self._notice("Nothing to retry.", "error")
+            return
+        turn_input = services.TurnInput(
+            messages=[], session_id=self.conversation.session_id, retry_of=message_id
+        )
+        await self._start(turn_input)
+
+    async def on_stop(self, data: dict[str, Any]) -> None:
+        if self.conversation is not None:
+            await live.request_cancel(self.conversation.pk)
+
+    # Helpers ----------------------------------------------------------------------------------
+
+    async def _follow(self, session_id: str) -> None:
+        conversation = await services.aget_conversation_for_user(self.user, session_id)
+        if self.conversation is not None and self.conversation.pk != conversation.pk:
+            await self.channel_layer.group_discard(
+                live.frames_group(self.conversation.pk), self.channel_name
+            )
+        self.conversation = conversation
+        await self.channel_layer.group_add(live.frames_group(conversation.pk), self.channel_name)
+
+    async def _start(self, turn_input: services.TurnInput) -> None:
+        try:
+            prepared = await database_sync_to_async(services.prepare_turn)(self.user, turn_input)
+        except turns.TurnInProgress:
+            await self._notice("Wait for the current answer to finish, or stop it.", "error")
+            return
+        conversation = prepared.conversation
+        if prepared.created:
+            self.conversation = conversation
+            await self.channel_layer.group_add(
+                live.frames_group(conversation.pk), self.channel_name
+            )
+            await self.send(text_data=await database_sync_to_async(self._announce)(conversation))
+        turn = services.start_turn(prepared)
+        root_id = await database_sync_to_async(services.turn_root_of)(prepared.assistant)
+        frame = await database_sync_to_async(live.render_turn)(
+            conversation, root_id, append=turn_input.retry_of is None, live=turn
+        )
+        await live.broadcast(conversation.pk, frame + live.render_turn_state(True))
+        live.start(turn, conversation, root_id)
+
+    def _announce(self, conversation: Conversation) -> str:
+        """A new conversation: the page learns its id, and the sidebar lists it."""
+        return (
+            render_to_string("chat/chat.html#session-input", {"conversation": conversation})
+            + live.render_conversation_item(conversation, prepend=True)
+            + live.render_title(conversation)
+        )
+
+    async def _notice(self, message: str, kind: str = "info") -> None:
+        await self.send(text_data=await database_sync_to_async(live.render_notice)(message, kind))
+
+    # Frames to the page -----------------------------------------------------------------------
+
+    async def chat_frame(self, event: dict[str, Any]) -> None:
+        await self.send(text_data=event["html"])

@@ -1,0 +1,188 @@
+"""Live pages: a running turn's events become coalesced HTML frames for every open tab.
+
+The publisher runs next to the turn (in the process that owns it). It turns events into
+rendered partials swapped by id, at most one content frame per CHAT_FRAME_SECONDS, and fans
+them out through the channel layer group of the conversation, so any tab in any process gets
+them. It also listens on the conversation's control group, so Stop works from any process.
+"""
+
+import asyncio
+import contextlib
+import logging
+import time
+
+from asgiref.sync import sync_to_async
+from channels.layers import get_channel_layer
+from django.conf import settings
+from django.template.loader import render_to_string
+
+from chat import history
+from chat.models import Conversation, Message
+from chat.rendering import render_markdown
+from chat.turns import END, Event, Turn
+
+log = logging.getLogger(__name__)
+
+
+def frames_group(conversation_id: int) -> str:
+    return f"chat.{conversation_id}"
+
+
+def control_group(conversation_id: int) -> str:
+    return f"chat.{conversation_id}.control"
+
+
+async def broadcast(conversation_id: int, html: str) -> None:
+    layer = get_channel_layer()
+    if layer is not None:
+        await layer.group_send(frames_group(conversation_id), {"type": "chat.frame", "html": html})
+
+
+async def request_cancel(conversation_id: int) -> None:
+    """Ask whichever process runs this conversation's turn to stop it."""
+    layer = get_channel_layer()
+    if layer is not None:
+        await layer.group_send(control_group(conversation_id), {"type": "turn.cancel"})
+
+
+# Rendering ----------------------------------------------------------------------------------
+
+
+def _turn_context(conversation: Conversation, view: history.TurnView) -> dict:
+    return {"turn": view, "session_id": conversation.session_id, "conversation": conversation}
+
+
+def render_turn(conversation: Conversation, root_id: int, *, append: bool, live: Turn | None):
+    """A turn read fresh from the database, as an out-of-band swap (or an append)."""
+    view = history.turn_messages(conversation.pk, root_id)
+    if view is None:
+        return ""
+    if live is not None:
+        for message in view.messages:
+            if message.pk == live.assistant_message_id:
+                message.live_html = render_markdown(live.content)  # type: ignore[attr-defined]
+                message.live_reasoning = live.reasoning  # type: ignore[attr-defined]
+    html = render_to_string("chat/chat.html#turn", _turn_context(conversation, view))
+    if append:
+        return (
+            f'<div hx-swap-oob="beforeend:#messages">{html}</div>'
+            '<div id="empty-state" hx-swap-oob="delete"></div>'
+        )
+    return html
+
+
+def render_content(message_id: int, content: str, reasoning: str) -> str:
+    message = Message(pk=message_id, status=Message.Status.STREAMING)
+    message.live_html = render_markdown(content)  # type: ignore[attr-defined]
+    message.live_reasoning = reasoning  # type: ignore[attr-defined]
+    html = render_to_string("chat/chat.html#body", {"m": message})
+    if reasoning:
+        html += render_to_string("chat/chat.html#reasoning", {"m": message})
+    return html
+
+
+def render_turn_state(running: bool) -> str:
+    return render_to_string("chat/chat.html#turn-state", {"running": running})
+
+
+def render_notice(message: str, kind: str = "info") -> str:
+    return render_to_string("chat/notice.html", {"message": message, "kind": kind})
+
+
+def render_conversation_item(conversation: Conversation, *, prepend: bool = False) -> str:
+    html = render_to_string(
+        "chat/chat.html#conversation-item", {"item": conversation, "conversation": conversation}
+    )
+    if prepend:
+        return f'<div hx-swap-oob="afterbegin:#conversation-list">{html}</div>'
+    return html
+
+
+def render_title(conversation: Conversation) -> str:
+    return render_to_string("chat/chat.html#chat-title", {"conversation": conversation})
+
+
+# Publishing ---------------------------------------------------------------------------------
+
+
+async def _listen_for_cancel(layer, channel: str, turn: Turn) -> None:
+    while True:
+        message = await layer.receive(channel)
+        if message.get("type") == "turn.cancel":
+            turn.cancel()
+
+
+async def publish(
+    turn: Turn, queue: asyncio.Queue[Event], conversation: Conversation, root_id: int
+) -> None:
+    """Relay a running turn to the pages until it ends (not tied to any tab)."""
+    layer = get_channel_layer()
+    channel = await layer.new_channel()
+    await layer.group_add(control_group(conversation.pk), channel)
+    listener = asyncio.create_task(_listen_for_cancel(layer, channel, turn))
+    interval = settings.CHAT_FRAME_SECONDS
+    last_frame = 0.0
+    dirty = False
+    try:
+        while True:
+            timeout = max(0.0, last_frame + interval - time.monotonic()) if dirty else None
+            event: Event | None = None
+            try:
+                async with asyncio.timeout(timeout):
+                    event = await queue.get()
+            except TimeoutError:
+                event = None
+            if event is END:
+                break
+            if event is not None and event.name == "message":
+                dirty = True
+            elif event is not None:
+                # Tool calls, stored hops and notices change the turn's shape: redraw it whole.
+                if event.name == "notice":
+                    await broadcast(conversation.pk, render_notice(event.data.get("message", "")))
+                html = await sync_to_async(render_turn)(
+                    conversation, root_id, append=False, live=turn
+                )
+                await broadcast(conversation.pk, html)
+                dirty = False
+                last_frame = time.monotonic()
+                continue
+            if dirty and time.monotonic() - last_frame >= interval:
+                message_id = turn.assistant_message_id
+                if message_id is not None:
+                    html = render_content(message_id, turn.content, turn.reasoning)
+                    await broadcast(conversation.pk, html)
+                dirty = False
+                last_frame = time.monotonic()
+    finally:
+        listener.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await listener
+        await layer.group_discard(control_group(conversation.pk), channel)
+        turn.unsubscribe(queue)
+    final = await sync_to_async(render_turn)(conversation, root_id, append=False, live=None)
+    await broadcast(conversation.pk, final + render_turn_state(False))
+    await _maybe_title(conversation, root_id)
+
+
+async def _maybe_title(conversation: Conversation, root_id: int) -> None:
+    """After the first exchange, ask the model for a short title (kept heuristic on failure)."""
+    from chat import services
+
+    updated = await services.generate_title(conversation, root_id)
+    if updated is not None:
+        await broadcast(conversation.pk, render_conversation_item(updated) + render_title(updated))
+
+
+def start(turn: Turn, conversation: Conversation, root_id: int) -> asyncio.Task:
+    # Subscribe now, before the turn's task first runs, so its end cannot be missed.
+    queue = turn.subscribe()
+    task = asyncio.get_running_loop().create_task(
+        publish(turn, queue, conversation, root_id), name=f"publish-{conversation.pk}"
+    )
+    _publishers.add(task)
+    task.add_done_callback(_publishers.discard)
+    return task
+
+
+_publishers: set[asyncio.Task] = set()
