@@ -1,6 +1,7 @@
 """Chat domain functions shared by the API, the pages, the consumers and the commands."""
 
 import logging
+import re
 from dataclasses import dataclass, field
 from datetime import UTC, timedelta
 from typing import Any
@@ -399,7 +400,9 @@ async def generate_title(conversation: Conversation, root_id: int) -> Conversati
         text = payload["choices"][0]["message"]["content"] or ""
     except (openrouter.UpstreamError, KeyError, IndexError, TypeError):
         return None
-    title = _title_from(text.strip().splitlines()[0].strip(" \"'*#.") if text.strip() else "")
+    first_line = text.strip().splitlines()[0] if text.strip() else ""
+    # Titles are plain text: drop markdown emphasis, quotes and a trailing full stop.
+    title = _title_from(re.sub(r"[*_`#]", "", first_line).strip(" \"'."))
     if not title:
         return None
     updated = await Conversation.objects.filter(
