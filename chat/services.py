@@ -16,6 +16,7 @@ from chat import turns
 from chat.models import ApiToken, Conversation, Message, hash_token
 from chat.rendering import render_markdown
 from chat.turns import Turn
+from presets.services import turn_settings_for, user_system_prompt
 
 log = logging.getLogger(__name__)
 
@@ -181,7 +182,11 @@ def prepare_turn(user, request: TurnInput) -> PreparedTurn:
     if turns.is_running(conversation.pk) or conversation.messages.streaming().exists():
         raise turns.TurnInProgress(conversation.pk)
 
-    model = request.model or conversation.model or settings.OPENROUTER_DEFAULT_MODEL
+    # The user's saved settings (presets app) apply unless the request body overrides them.
+    saved = turn_settings_for(user)
+    model = (
+        request.model or saved.model or conversation.model or settings.OPENROUTER_DEFAULT_MODEL
+    )
     parent = None
     user_message = None
     new = [m for m in request.messages if m.get("role") != "assistant"]
@@ -220,7 +225,10 @@ def prepare_turn(user, request: TurnInput) -> PreparedTurn:
         conversation.title = _title_from(user_message.content)
     conversation.model = model
     conversation.save(update_fields=["title", "model", "updated_at"])
-    params = {k: v for k, v in request.params.items() if k not in _OWN_KEYS}
+    params = {
+        **saved.params,
+        **{k: v for k, v in request.params.items() if k not in _OWN_KEYS},
+    }
     prepared = PreparedTurn(conversation, created, assistant, user_message, model, params)
     prepared.notices.extend(attachments.image_notices(user_message, model))
     return prepared
@@ -232,7 +240,8 @@ def _title_from(text: str) -> str:
 
 
 def system_prompt_for(user) -> str:
-    return settings.OPENROUTER_SYSTEM_PROMPT
+    prompt = user_system_prompt(user)
+    return prompt if prompt is not None else settings.OPENROUTER_SYSTEM_PROMPT
 
 
 def time_context() -> str:
