@@ -186,6 +186,7 @@ class Connection:
         delay = settings.MCP_RECONNECT_MIN_SECONDS
         while not self._stopped:
             self._wake.clear()
+            connects_before = self.connects
             lifetime = asyncio.create_task(self._lifetime())
             wake = asyncio.create_task(self._wake.wait())
             try:
@@ -199,19 +200,19 @@ class Connection:
                         await asyncio.gather(lifetime, return_exceptions=True)
                 except TimeoutError:
                     log.warning("MCP server %s did not close in time", self.config.server_id)
-            was_connected = self.session is not None
             self.session = None
-            self.attempted.set()
             if self._stopped:
+                self.attempted.set()
                 break
+            if self.connects > connects_before:
+                delay = settings.MCP_RECONNECT_MIN_SECONDS  # it worked for a while: start over
+            if self._wake.is_set():
+                continue  # refresh or a broken session: reconnect at once
             if lifetime.done() and not lifetime.cancelled() and lifetime.exception():
                 self.error = _error_text(lifetime.exception())  # type: ignore[arg-type]
                 log.warning("MCP server %s: %s", self.config.server_id, self.error)
+            self.attempted.set()
             await self._save_status()
-            if was_connected:
-                delay = settings.MCP_RECONNECT_MIN_SECONDS
-            if self._wake.is_set():
-                continue  # refresh: reconnect at once
             try:
                 async with asyncio.timeout(delay):
                     await self._wake.wait()
