@@ -52,6 +52,12 @@ def upload(name: str, data: bytes, content_type: str = "application/octet-stream
 
 
 @pytest.fixture(autouse=True)
+def fast_password_hashing(settings):
+    """Users are made in nearly every test here; a slow hash only costs time."""
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+
+@pytest.fixture(autouse=True)
 def local_storage(settings, tmp_path) -> Path:
     """Each test gets its own private directory as the attachments storage."""
     location = tmp_path / "attachments"
