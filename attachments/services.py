@@ -187,6 +187,15 @@ def attachments_for_messages(messages: Iterable[Message]) -> dict[int, list[Atta
     return {pk: [_view(found[i]) for i in ids if i in found] for pk, ids in wanted.items()}
 
 
+def annotate_messages(messages: Iterable[Message]) -> None:
+    """Set `attachment_views` (a list of AttachmentView) on each message, for the templates
+    (`attachments/message_attachments.html`); one query for the whole page."""
+    messages = list(messages)
+    views = attachments_for_messages(messages)
+    for message in messages:
+        message.attachment_views = views.get(message.pk, [])  # type: ignore[attr-defined]
+
+
 def _view(attachment: Attachment) -> AttachmentView:
     return AttachmentView(
         id=attachment.public_id,

@@ -117,3 +117,36 @@ def test_history_views_carry_fresh_urls_and_skip_deleted_attachments(user, attac
     [view] = views[message.pk]
     assert view.id == attachment.public_id and view.kind == "image"
     assert browser_for(user).get(view.url).status_code == 200
+
+
+def test_partials_render_thumbnails_chips_and_a_removable_composer_chip(user, attachment):
+    from django.template.loader import render_to_string
+
+    from chat.models import Message
+
+    pdf = services.attach_file(user, "chat-1", upload("report.pdf", PDF))
+    message = Message.objects.create(
+        conversation=attachment.conversation,
+        role="user",
+        content_parts=[
+            {"type": "attachment", "attachment_id": attachment.public_id},
+            {"type": "attachment", "attachment_id": pdf.public_id},
+        ],
+    )
+    services.annotate_messages([message])
+    html = render_to_string(
+        "attachments/message_attachments.html",
+        {"attachments": message.attachment_views},  # type: ignore[attr-defined]
+    )
+    assert f'src="{services.display_url(attachment)}"'.replace("&", "&amp;") in html
+    assert 'width="2" height="3"' in html
+    assert "report.pdf" in html and 'class="attachment-chip"' in html
+    assert "<script" not in html and "style=" not in html
+
+    chip = render_to_string(
+        "attachments/composer_chip.html",
+        {"attachment": services.attachment_document(attachment)},
+    )
+    assert f'data-remove-attachment="{attachment.public_id}"' in chip
+    assert f'value="{attachment.public_id}"' in chip
+    assert "<script" not in chip and "style=" not in chip

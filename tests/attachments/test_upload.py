@@ -243,3 +243,14 @@ async def test_asgi_guard_stops_reading_an_undeclared_body_past_the_limit(settin
     assert sent[0]["status"] == 413
     # 64 KiB of multipart allowance over a 1000-byte limit: five 16 KiB chunks, not a thousand.
     assert reads <= 6
+
+
+def test_large_upload_spooled_to_disk_is_stored_intact(api, local_storage, settings):
+    # Past FILE_UPLOAD_MAX_MEMORY_SIZE Django spools to a temporary file; the limit still holds.
+    data = PNG + bytes(range(256)) * (3 * 1024 * 1024 // 256)
+    assert len(data) > settings.FILE_UPLOAD_MAX_MEMORY_SIZE
+    response = post_upload(api, data)
+    assert response.status_code == 201
+    [stored] = stored_files(local_storage)
+    assert stored.read_bytes() == data
+    assert Attachment.objects.get().size_bytes == len(data)
