@@ -15,6 +15,7 @@ import asyncio
 import functools
 import json
 import os
+import signal
 import subprocess
 import sys
 import tempfile
@@ -255,7 +256,9 @@ async def measure(
     return app, base, bursts
 
 
-def report(app: Target, base: Target, bursts: dict[str, list[float]]) -> bool:
+def report(
+    app: Target, base: Target, bursts: dict[str, list[float]], load: tuple[float, float]
+) -> bool:
     met = True
     rows = []
 
@@ -318,6 +321,10 @@ def report(app: Target, base: Target, bursts: dict[str, list[float]]) -> bool:
     )
     print()
     print("All targets met." if met else "Some targets were MISSED.")
+    print(
+        f"(load average at start/end: {load[0]:.2f}/{load[1]:.2f} on {os.cpu_count()} CPUs; "
+        "client, app and fake share them, so other load on the machine skews the figures)"
+    )
     return met
 
 
@@ -339,6 +346,12 @@ def main() -> int:
         help="skip the 50-at-once burst (information only)",
     )
     parser.add_argument(
+        "--profile",
+        metavar="FILE",
+        help="record the app with py-spy (if installed) into FILE as collapsed stacks while "
+        "measuring; profiling slows the app, so the numbers of such a run are not the result",
+    )
+    parser.add_argument(
         "--hold",
         action="store_true",
         help="print the app's pid and wait for Enter before measuring (to attach a profiler)",
@@ -346,13 +359,19 @@ def main() -> int:
     args = parser.parse_args()
     args.rounds_c50 = max(args.rounds_c50, 2)
     args.streams_c1 = max(args.streams_c1, 2)
-    fake = app = None
+    fake = app = profiler = None
     with tempfile.TemporaryDirectory(prefix="bench-stream-") as tmp_name:
         tmp = Path(tmp_name)
         try:
             fake, app, fake_url, app_url, token = _start_processes(tmp)
             if args.hold:
                 input(f"app pid {app.pid}, fake pid {fake.pid}: press Enter to start ")
+            if args.profile:
+                profiler = subprocess.Popen(
+                    ["py-spy", "record", "--pid", str(app.pid), "--format", "raw", "--threads",
+                     "--rate", "200", "--output", args.profile],
+                    stdout=subprocess.DEVNULL,
+                )  # fmt: skip
 
             async def bounded() -> Outcome:
                 async with asyncio.timeout(300):
@@ -364,7 +383,9 @@ def main() -> int:
                 runner: Any = uvloop.run
             except ImportError:  # pragma: no cover - uvloop is a dependency of uvicorn[standard]
                 runner = asyncio.run
+            load_start = os.getloadavg()[0]
             a, b, bursts = runner(bounded())
+            load = (load_start, os.getloadavg()[0])
         except (BenchError, RuntimeError, subprocess.CalledProcessError, TimeoutError) as exc:
             print(f"benchmark failed: {exc!r}", file=sys.stderr)
             for log in ("app.log", "fake.log"):
@@ -373,9 +394,12 @@ def main() -> int:
                     print(f"--- {log} (tail)\n{path.read_text()[-3000:]}", file=sys.stderr)
             return 1
         finally:
+            if profiler is not None:
+                profiler.send_signal(signal.SIGINT)  # py-spy writes its file on SIGINT
+                profiler.wait(timeout=30)
             stop(app)
             stop(fake)
-        return 0 if report(a, b, bursts) else 1
+        return 0 if report(a, b, bursts, load) else 1
 
 
 if __name__ == "__main__":
