@@ -95,3 +95,25 @@ def upload(request: HttpRequest):
     except services.UploadRefused as refused:
         return refused.status, {"detail": refused.detail}
     return 201, {"attachment": services.attachment_document(attachment)}
+
+
+@router.get(
+    "/{attachment_id}",
+    response={200: UploadOut, 404: DetailOut},
+    summary="One of your attachments, with freshly signed URLs",
+    description="Use it to re-sign a displayUrl or deliveryUrl that has expired.",
+)
+def get_attachment(request: HttpRequest, attachment_id: str):
+    attachment = services.get_attachment_for_user(request.auth, attachment_id)  # type: ignore[attr-defined]
+    return 200, {"attachment": services.attachment_document(attachment)}
+
+
+@router.delete(
+    "/{attachment_id}",
+    response={204: None, 404: DetailOut},
+    summary="Delete one of your attachments and its file (e.g. removed before sending)",
+)
+def delete_attachment(request: HttpRequest, attachment_id: str):
+    attachment = services.get_attachment_for_user(request.auth, attachment_id)  # type: ignore[attr-defined]
+    services.delete_attachments([attachment])
+    return 204, None

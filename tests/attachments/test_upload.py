@@ -254,3 +254,24 @@ def test_large_upload_spooled_to_disk_is_stored_intact(api, local_storage, setti
     [stored] = stored_files(local_storage)
     assert stored.read_bytes() == data
     assert Attachment.objects.get().size_bytes == len(data)
+
+
+def test_get_returns_a_freshly_signed_document_and_another_user_gets_404(api, other_user, client):
+    from chat.services import create_api_token
+
+    doc = post_upload(api, PNG).json()["attachment"]
+    again = api.get(f"/api/uploads/{doc['id']}")
+    assert again.status_code == 200
+    assert again.json()["attachment"]["id"] == doc["id"]
+    assert api.get(again.json()["attachment"]["displayUrl"]).status_code == 200
+    intruder = {"Authorization": f"Bearer {create_api_token(other_user)}"}
+    assert client.get(f"/api/uploads/{doc['id']}", headers=intruder).status_code == 404
+    assert client.delete(f"/api/uploads/{doc['id']}", headers=intruder).status_code == 404
+    assert Attachment.objects.filter(public_id=doc["id"]).exists()
+
+
+def test_delete_removes_the_file_before_it_is_sent(api, local_storage):
+    doc = post_upload(api, PNG).json()["attachment"]
+    assert api.delete(f"/api/uploads/{doc['id']}").status_code == 204
+    assert not Attachment.objects.exists() and not stored_files(local_storage)
+    assert api.delete(f"/api/uploads/{doc['id']}").status_code == 404
