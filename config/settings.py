@@ -166,7 +166,13 @@ if REDIS_URL:
     CHANNEL_LAYERS = {
         "default": {
             "BACKEND": "channels_redis.core.RedisChannelLayer",
-            "CONFIG": {"hosts": [REDIS_URL], "capacity": 1000, "expiry": 30},
+            "CONFIG": {
+                "hosts": [REDIS_URL],
+                "capacity": 1000,
+                "expiry": 30,
+                # Keeps several deployments (or test runs) on one Redis apart.
+                "prefix": _setting("CHANNEL_LAYER_PREFIX", env.str, "chat"),
+            },
         }
     }
 else:

@@ -1,6 +1,7 @@
 """Settings come from the environment; a malformed value stops the start and names itself."""
 
 import os
+import secrets
 import subprocess
 import sys
 from pathlib import Path
@@ -68,3 +69,30 @@ def test_a_malformed_value_stops_the_start_naming_the_variable(tmp_path, name, v
     assert result.returncode != 0
     assert "ImproperlyConfigured" in result.stderr
     assert name in result.stderr.splitlines()[-1]
+
+
+def test_check_deploy_passes_with_production_settings(tmp_path):
+    environment = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("OPENROUTER_", "DATABASE_URL", "DJANGO_ALLOW_ASYNC_UNSAFE"))
+    }
+    environment.update(
+        {
+            "DATA_DIR": str(tmp_path),
+            "SECRET_KEY": secrets.token_urlsafe(60),
+            "SECURE_SSL_REDIRECT": "true",
+            "SESSION_COOKIE_SECURE": "true",
+            "CSRF_COOKIE_SECURE": "true",
+            "SECURE_HSTS_SECONDS": "31536000",
+        }
+    )
+    result = subprocess.run(
+        [sys.executable, "manage.py", "check", "--deploy", "--fail-level", "WARNING"],
+        cwd=ROOT,
+        env=environment,
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "no issues" in result.stdout

@@ -237,3 +237,39 @@ async def test_deactivated_users_socket_is_closed(user, settings):
     await user.asave()
     output = await ws.receive_output(timeout=2)
     assert output == {"type": "websocket.close", "code": 4401}
+
+
+async def test_handshake_checks_origin_and_authenticates_by_session_cookie(user):
+    from importlib import import_module
+
+    from asgiref.sync import sync_to_async
+    from django.conf import settings as django_settings
+
+    from config.routing import websocket_application
+
+    def make_session() -> str:
+        store = import_module(django_settings.SESSION_ENGINE).SessionStore()
+        store["_auth_user_id"] = str(user.pk)
+        store["_auth_user_backend"] = "django.contrib.auth.backends.ModelBackend"
+        store["_auth_user_hash"] = user.get_session_auth_hash()
+        store.save()
+        return store.session_key
+
+    key = await sync_to_async(make_session)()
+    cookie = f"{django_settings.SESSION_COOKIE_NAME}={key}".encode()
+
+    def communicator(origin: bytes) -> WebsocketCommunicator:
+        return WebsocketCommunicator(
+            websocket_application,
+            "/ws/chat/",
+            headers=[(b"origin", origin), (b"host", b"127.0.0.1:8000"), (b"cookie", cookie)],
+        )
+
+    evil = communicator(b"http://evil.example")
+    connected, _ = await evil.connect()
+    assert not connected
+
+    own = communicator(b"http://127.0.0.1:8000")
+    connected, _ = await own.connect()
+    assert connected
+    await own.disconnect()
