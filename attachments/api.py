@@ -7,7 +7,7 @@ from django.http import HttpRequest
 from ninja import Router, Schema
 
 from attachments import services
-from attachments.uploads import is_too_large
+from attachments.uploads import is_too_large, too_large_detail
 
 router = Router(tags=["attachments"])
 
@@ -84,7 +84,7 @@ def upload(request: HttpRequest):
     # Reading FILES runs the multipart parse, where the size limit is enforced.
     upload_file = request.FILES.get("file")
     if is_too_large(request):
-        return 413, {"detail": "File too large"}
+        return 413, {"detail": too_large_detail()}
     session_id = request.POST.get("session_id", "")
     if upload_file is None:
         return 422, {"detail": "Send the file as the multipart field `file`"}

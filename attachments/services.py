@@ -19,7 +19,7 @@ from django.utils import timezone
 
 from attachments import storage as files
 from attachments.models import Attachment
-from attachments.uploads import contains_markup, sniff_type
+from attachments.uploads import contains_markup, sniff_type, too_large_detail
 from chat.models import Conversation, Message
 
 log = logging.getLogger(__name__)
@@ -76,7 +76,7 @@ def attach_file(user, session_id: str, upload: UploadedFile) -> Attachment:
     if not upload.size:
         raise UploadRefused(400, "The file is empty")
     if upload.size > settings.ATTACHMENTS_MAX_SIZE_BYTES:
-        raise UploadRefused(413, "File too large")
+        raise UploadRefused(413, too_large_detail())
     upload.seek(0)
     sniffed = sniff_type(upload.read(_SNIFF_BYTES))
     if sniffed is None:

@@ -51,9 +51,15 @@ class SizeLimitUploadHandler(FileUploadHandler):
             self.request._attachment_too_large = True  # type: ignore[attr-defined]
 
 
+def too_large_detail() -> str:
+    from django.template.defaultfilters import filesizeformat
+
+    limit = filesizeformat(settings.ATTACHMENTS_MAX_SIZE_BYTES).replace("\xa0", " ")
+    return f"File too large (the limit is {limit})"
+
+
 def _too_large_body() -> bytes:
-    mib = settings.ATTACHMENTS_MAX_SIZE_BYTES / (1024 * 1024)
-    return json.dumps({"detail": f"File too large (the limit is {mib:g} MiB)"}).encode()
+    return json.dumps({"detail": too_large_detail()}).encode()
 
 
 class UploadSizeGuard:

@@ -109,7 +109,7 @@ def test_file_over_the_limit_is_a_413_and_nothing_is_stored(api, settings, local
     settings.ATTACHMENTS_MAX_SIZE_BYTES = 1000
     response = post_upload(api, PNG + b"\x00" * 2000)
     assert response.status_code == 413
-    assert response.json()["detail"] == "File too large"
+    assert response.json()["detail"] == "File too large (the limit is 1000 bytes)"
     assert not Attachment.objects.exists() and not stored_files(local_storage)
 
 
