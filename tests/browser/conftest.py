@@ -50,7 +50,12 @@ def logged_in(app_server, user, context):
     session["_auth_user_hash"] = user.get_session_auth_hash()
     session.save()
     context.add_cookies(
-        [{"name": django_settings.SESSION_COOKIE_NAME, "value": session.session_key,
-          "url": app_server.url}]  # fmt: skip
+        [
+            {
+                "name": django_settings.SESSION_COOKIE_NAME,
+                "value": session.session_key,
+                "url": app_server.url,
+            }
+        ]
     )
     return app_server

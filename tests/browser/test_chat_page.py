@@ -73,7 +73,9 @@ def test_stop_cancels_and_shows_the_cancelled_state(
     assert Message.objects.get(role="assistant").status == Message.Status.CANCELLED
 
 
-def test_a_second_tab_sees_the_same_stream(page: Page, logged_in, context, fake_openrouter, settings):
+def test_a_second_tab_sees_the_same_stream(
+    page: Page, logged_in, context, fake_openrouter, settings
+):
     settings.OPENROUTER_DEFAULT_MODEL = "fake/slow"
     fake_openrouter.slow_token_delay = 0.04
     fake_openrouter.slow_tokens = 70
@@ -161,3 +163,31 @@ def test_screenshots_for_the_readme(page: Page, logged_in, fake_openrouter, sett
     expect(page.locator(".msg-assistant.status-complete")).to_be_visible()
     page.screenshot(path=SCREENSHOTS / "phone.png")
     assert (SCREENSHOTS / "phone.png").stat().st_size > 5000
+
+
+def test_socket_reconnects_after_a_network_drop_and_resyncs_without_duplicates(
+    page: Page, logged_in, context, fake_openrouter, settings
+):
+    from tests.servers import TcpProxy
+
+    proxy = TcpProxy(logged_in.port).start()
+    try:
+        context.add_cookies(
+            [{"name": c["name"], "value": c["value"], "url": proxy.url} for c in context.cookies()]
+        )
+        settings.OPENROUTER_DEFAULT_MODEL = "fake/slow"
+        fake_openrouter.slow_token_delay = 0.03
+        fake_openrouter.slow_tokens = 90
+        page.goto(f"{proxy.url}/")
+        expect(page.locator("#connection")).to_have_attribute("data-state", "open")
+        send(page, "Survive a drop")
+        expect(page.locator(".msg-assistant .msg-body")).to_contain_text("t5")
+        proxy.drop_all()
+        expect(page.locator("#connection")).to_have_attribute("data-state", "closed")
+        expect(page.locator("#connection")).to_have_attribute("data-state", "open", timeout=10_000)
+        expect(page.locator(".msg-assistant.status-complete .msg-body")).to_contain_text("t89")
+        expect(page.locator(".msg-user")).to_have_count(1)
+        expect(page.locator(".msg-assistant")).to_have_count(1)
+        expect(page.locator(".turn")).to_have_count(1)
+    finally:
+        proxy.stop()
