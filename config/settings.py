@@ -293,6 +293,8 @@ MCP_RECONNECT_MIN_SECONDS = _positive(
 MCP_RECONNECT_MAX_SECONDS = _positive(
     "MCP_RECONNECT_MAX_SECONDS", _setting("MCP_RECONNECT_MAX_SECONDS", env.float, 60.0)
 )
+# Idle sessions are pinged this often; a failed ping reconnects.
+MCP_PING_SECONDS = _positive("MCP_PING_SECONDS", _setting("MCP_PING_SECONDS", env.float, 30.0))
 # Configure the bundled housekeeping server (stdio) on startup when no server has that id.
 MCP_HOUSEKEEPING_DEFAULT = _setting("MCP_HOUSEKEEPING_DEFAULT", env.bool, True)
 PLANNER_MODEL = _setting("PLANNER_MODEL", env.str, "openai/gpt-4o-mini")

@@ -27,6 +27,7 @@ from mcp.client.sse import sse_client
 from mcp.client.stdio import StdioServerParameters, stdio_client
 from mcp.client.streamable_http import streamable_http_client
 from mcp.shared.exceptions import MCPError
+from mcp_types import CONNECTION_CLOSED
 
 from integrations.http import mcp_http_client
 from integrations.models import McpServer, McpTool, tool_fingerprint
@@ -234,7 +235,12 @@ class Connection:
                 self.attempted.set()
                 await self._save_status()
                 try:
-                    await asyncio.Event().wait()  # until cancelled by stop, refresh or a break
+                    # Until cancelled by stop, refresh or a break; a ping that fails ends the
+                    # session, so a server that went away silently is noticed and reconnected.
+                    while True:
+                        await asyncio.sleep(settings.MCP_PING_SECONDS)
+                        async with asyncio.timeout(self.config.connect_timeout):
+                            await session.send_ping()
                 finally:
                     self.session = None
 
@@ -319,7 +325,10 @@ class Connection:
         except TimeoutError:
             return ToolOutcome(False, f"The tool timed out after {timeout:g} s.")
         except MCPError as exc:
-            return ToolOutcome(False, f"The tool failed: {exc}")
+            if exc.code == CONNECTION_CLOSED:
+                self.broken()
+                return ToolOutcome(False, "The tool's server closed the connection mid-call.")
+            return ToolOutcome(False, f"The tool failed: {exc.message}")
         except Exception as exc:
             self.broken()
             return ToolOutcome(False, f"The tool's server failed: {_error_text(exc)}")

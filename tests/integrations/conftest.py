@@ -19,16 +19,18 @@ class Counting:
     """ASGI middleware counting new MCP sessions (a POST without a session id starts one on
     streamable HTTP; a GET of /sse starts one on SSE)."""
 
-    def __init__(self, app) -> None:
+    def __init__(self, app, transport: str) -> None:
         self.app = app
+        self.transport = transport
         self.sessions = 0
 
     async def __call__(self, scope, receive, send):
         if scope["type"] == "http":
             headers = dict(scope["headers"])
-            if scope["method"] == "POST" and b"mcp-session-id" not in headers:
-                self.sessions += 1
-            if scope["method"] == "GET" and scope["path"].endswith("/sse"):
+            if self.transport == "sse":
+                if scope["method"] == "GET" and scope["path"].endswith("/sse"):
+                    self.sessions += 1
+            elif scope["method"] == "POST" and b"mcp-session-id" not in headers:
                 self.sessions += 1
         await self.app(scope, receive, send)
 
@@ -39,7 +41,7 @@ class McpHttpServer:
     def __init__(self, name: str, transport: str = "streamable_http") -> None:
         self.mcp = build(name)
         app = self.mcp.sse_app() if transport == "sse" else self.mcp.streamable_http_app()
-        self.app = Counting(app)
+        self.app = Counting(app, transport)
         self.transport = transport
         self.sock = socket.socket()
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)

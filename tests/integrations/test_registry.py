@@ -1,0 +1,114 @@
+import pytest
+
+from integrations.models import McpServer, McpTool
+from integrations.registry import get_registry
+from tests.integrations.conftest import chat, eventually, set_calls, tool_events
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def names(entries) -> list[str]:
+    return sorted(e.exposed for e in entries)
+
+
+async def test_tools_of_every_transport_are_aggregated_and_collisions_prefixed(
+    mcp_server, add_server, add_stdio_server
+):
+    http, sse = mcp_server("alpha"), mcp_server("gamma", "sse")
+    add_server("alpha", http.url)
+    add_server("gamma", sse.url, transport=McpServer.Transport.SSE)
+    add_stdio_server("local")
+
+    entries = await get_registry().catalogue()
+
+    exposed = names(entries)
+    assert len(exposed) == len(set(exposed)) == 3 * 11  # nothing dropped
+    # Every name exists on all three servers, so each is prefixed with its server id.
+    for server_id in ("alpha", "gamma", "local"):
+        assert f"{server_id}_echo" in exposed
+    by_name = {e.exposed: e for e in entries}
+    assert by_name["gamma_add"].tool.name == "add" and by_name["gamma_add"].tool.read_only
+    assert by_name["local_write_note"].tool.read_only is False
+    assert http.sessions == 1 and sse.sessions == 1
+
+
+async def test_names_are_plain_when_unique_and_stable_across_listings(mcp_server, add_server):
+    alpha = mcp_server("alpha")
+    add_server("alpha", alpha.url, disabled_tools=["add"])
+    add_server("beta", mcp_server("beta").url, disabled_tools=["echo"])
+
+    first = names(await get_registry().catalogue())
+    await get_registry().refresh()
+    second = names(await get_registry().catalogue())
+
+    assert first == second
+    assert "add" in first and "echo" in first  # each offered by one server only
+    assert "alpha_pid" in first and "beta_pid" in first
+
+
+async def test_a_down_server_costs_only_its_own_tools(mcp_server, add_server):
+    alpha = mcp_server("alpha")
+    add_server("alpha", alpha.url)
+    add_server("down", "http://127.0.0.1:9/mcp", connect_timeout=0.5)
+
+    entries = await get_registry().catalogue()
+
+    assert {e.config.server_id for e in entries} == {"alpha"}
+    down = await McpServer.objects.aget(server_id="down")
+    assert down.connected is False and down.last_error
+    assert (await McpServer.objects.aget(server_id="alpha")).connected is True
+
+
+async def test_tool_list_is_stored_for_the_admin(mcp_server, add_server):
+    add_server("alpha", mcp_server("alpha").url)
+
+    await get_registry().catalogue()
+
+    tools = {t.name: t async for t in McpTool.objects.filter(server__server_id="alpha")}
+    assert len(tools) == 11 and tools["add"].read_only and tools["add"].fingerprint
+
+
+async def test_list_changed_relists_the_tools(aapi, fake_openrouter, mcp_server, add_server):
+    alpha = mcp_server("alpha")
+    add_server("alpha", alpha.url)
+    set_calls(fake_openrouter, ("grow", {}))
+
+    events = await chat(aapi)
+
+    assert tool_events(events)[-1]["result"] == "grown"
+    conn = get_registry().connections["alpha"]
+    assert await eventually(lambda: "extra" in {t.name for t in conn.tools})
+    assert "extra" in names(await get_registry().catalogue())
+    assert alpha.sessions == 1  # re-listed on the same session
+
+
+async def test_a_server_that_dies_mid_call_fails_that_call_and_reconnects(
+    aapi, fake_openrouter, add_stdio_server
+):
+    add_stdio_server("local")
+    set_calls(fake_openrouter, ("pid", {}))
+    first_pid = tool_events(await chat(aapi))[-1]["result"]
+
+    set_calls(fake_openrouter, ("die", {}))
+    events = await chat(aapi)
+
+    done = tool_events(events)[-1]
+    assert done["status"] == "error" and done["name"] == "die"
+    assert events[-1].data == "[DONE]"
+    conn = get_registry().connections["local"]
+    assert await eventually(lambda: conn.connected and conn.connects == 2, timeout=10)
+    set_calls(fake_openrouter, ("pid", {}))
+    second_pid = tool_events(await chat(aapi))[-1]["result"]
+    assert second_pid.isdigit() and second_pid != first_pid
+
+
+async def test_config_changes_apply_without_a_restart(mcp_server, add_server):
+    alpha = mcp_server("alpha")
+    add_server("alpha", alpha.url)
+    assert "add" in names(await get_registry().catalogue())
+
+    await McpServer.objects.filter(server_id="alpha").aupdate(disabled_tools=["add"])
+    assert "add" not in names(await get_registry().catalogue())
+    await McpServer.objects.filter(server_id="alpha").aupdate(enabled=False)
+    assert names(await get_registry().catalogue()) == []
+    assert "alpha" not in get_registry().connections
