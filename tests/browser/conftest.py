@@ -5,6 +5,7 @@ leaves an event loop behind that breaks later pytest-asyncio tests in the same p
 """
 
 from importlib import import_module
+from pathlib import Path
 
 import pytest
 from django.conf import settings as django_settings
@@ -22,8 +23,11 @@ CHROMIUM_ARGS = [
 
 
 def pytest_collection_modifyitems(items):
+    # This hook sees every collected test, not just this folder's.
+    here = Path(__file__).parent
     for item in items:
-        item.add_marker(pytest.mark.browser)
+        if here in Path(item.fspath).parents:
+            item.add_marker(pytest.mark.browser)
 
 
 @pytest.fixture(scope="session")
