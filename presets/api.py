@@ -5,7 +5,8 @@ import json
 from datetime import datetime
 from typing import Any
 
-from ninja import Query, Router, Schema
+from django.http import Http404
+from ninja import Query, Router, Schema, Status
 from ninja.errors import HttpError
 from pydantic import ConfigDict, Field, field_validator
 
@@ -30,7 +31,8 @@ _ERRORS: dict[int | tuple[int, ...], Any] = {
 
 
 def _domain_errors(view):
-    """Answer a SettingsError with its status and message as {"detail"}."""
+    """Answer a SettingsError with its status and message as {"detail"}, and say what was not
+    found on a 404 (presets are shared, so naming the missing one reveals nothing)."""
 
     @functools.wraps(view)
     def wrapper(*args, **kwargs):
@@ -38,6 +40,8 @@ def _domain_errors(view):
             return view(*args, **kwargs)
         except services.SettingsError as exc:
             raise HttpError(exc.status, exc.message) from None
+        except Http404 as exc:
+            raise HttpError(404, str(exc) or "Not found") from None
 
     return wrapper
 
@@ -262,6 +266,7 @@ def get_default_preset(request):
 
 
 @presets_router.get("/{name}", response={200: PresetOut, 404: DetailOut}, summary="One preset")
+@_domain_errors
 def get_preset(request, name: str):
     return services.preset_payload(services.get_preset(name))
 
@@ -274,7 +279,7 @@ def get_preset(request, name: str):
 @_domain_errors
 def create_preset(request, body: PresetCreateIn):
     preset = services.create_preset(request.auth, body.name, make_default=body.set_default)
-    return 201, services.preset_payload(preset)
+    return Status(201, services.preset_payload(preset))
 
 
 @presets_router.put(
@@ -288,9 +293,10 @@ def save_preset(request, name: str):
 
 
 @presets_router.delete("/{name}", response={204: None, 404: DetailOut}, summary="Delete a preset")
+@_domain_errors
 def delete_preset(request, name: str):
     services.delete_preset(name)
-    return 204, None
+    return Status(204, None)
 
 
 @presets_router.post(
@@ -298,6 +304,7 @@ def delete_preset(request, name: str):
     response={200: PresetOut, 404: DetailOut},
     summary="Make this the default preset (for new users and new conversations)",
 )
+@_domain_errors
 def set_default_preset(request, name: str):
     return services.preset_payload(services.set_default_preset(name))
 
@@ -344,7 +351,7 @@ def list_suggestions(request):
 )
 @_domain_errors
 def add_suggestion(request, body: SuggestionIO):
-    return 201, {"suggestions": services.add_suggestion(body.label, body.text)}
+    return Status(201, {"suggestions": services.add_suggestion(body.label, body.text)})
 
 
 @suggestions_router.put(
@@ -361,5 +368,6 @@ def replace_suggestions(request, body: SuggestionsIO):
     response={200: SuggestionsIO, 404: DetailOut},
     summary="Delete the suggestion at this 0-based index; returns the rest",
 )
+@_domain_errors
 def delete_suggestion(request, index: int):
     return {"suggestions": services.delete_suggestion(index)}

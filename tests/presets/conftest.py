@@ -22,7 +22,7 @@ FAKE_MODELS = [
         "name": "Fake: Reasoning",
         "context_length": 8192,
         "pricing": {"prompt": "0", "completion": "0"},
-        "supported_parameters": ["max_tokens", "temperature", "reasoning"],
+        "supported_parameters": ["max_tokens", "temperature", "seed", "stop", "reasoning"],
     },
 ]  # fmt: skip
 
