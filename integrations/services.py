@@ -79,6 +79,19 @@ def update_server(
 
 
 @transaction.atomic
+def set_tools_enabled(tools: list[McpTool], enabled: bool) -> None:
+    """Per-tool toggles (admin): edit each server's disabled-tools list."""
+    by_server: dict[int, list[str]] = {}
+    for tool in tools:
+        by_server.setdefault(tool.server_id, []).append(tool.name)
+    for server in McpServer.objects.select_for_update().filter(pk__in=by_server):
+        disabled = set(server.disabled_tools or [])
+        names = set(by_server[server.pk])
+        server.disabled_tools = sorted(disabled - names if enabled else disabled | names)
+        server.save(update_fields=["disabled_tools", "updated_at"])
+
+
+@transaction.atomic
 def replace_servers(entries: list[dict[str, Any]]) -> list[McpServer]:
     """Replace every configuration with `entries` (the `mcp_servers.json` shape, plus optional
     transport/name/approval_policy/timeouts/headers/command/args). Servers not listed are removed;

@@ -18,6 +18,7 @@ from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from mcp.server.mcpserver import MCPServer
+from mcp.server.mcpserver.exceptions import ToolError
 from mcp.types import ToolAnnotations
 
 server = MCPServer("housekeeping", instructions="Date/time, arithmetic and unit conversion.")
@@ -30,7 +31,7 @@ def current_time(timezone: str = "UTC") -> str:
     try:
         zone = ZoneInfo(timezone)
     except (ZoneInfoNotFoundError, ValueError):
-        raise ValueError(f"Unknown timezone {timezone!r}; use a name like Europe/Paris") from None
+        raise ToolError(f"Unknown timezone {timezone!r}; use a name like Europe/Paris") from None
     now = datetime.now(zone)
     return f"{now:%A, %d %B %Y, %H:%M:%S} {timezone} (UTC{now:%z}); ISO {now.isoformat()}"
 
@@ -96,9 +97,12 @@ def calculate(expression: str) -> str:
     try:
         result = safe_eval(expression)
     except ZeroDivisionError:
-        raise ValueError("Division by zero") from None
+        raise ToolError("Division by zero") from None
     except SyntaxError:
-        raise ValueError(f"Not an arithmetic expression: {expression!r}") from None
+        raise ToolError(f"Not an arithmetic expression: {expression!r}") from None
+    except (ValueError, OverflowError, TypeError) as exc:
+        # Tool errors (unlike other exceptions) reach the model with their message.
+        raise ToolError(str(exc)) from None
     if isinstance(result, float) and result.is_integer() and abs(result) < 1e15:
         result = int(result)
     return (
@@ -141,7 +145,10 @@ def convert_units(value: float, from_unit: str, to_unit: str) -> str:
     """Convert a value between units of length (m km cm mm mi yd ft in nmi), mass (kg g mg t lb
     oz), volume (l ml m3 gal qt pt cup floz), time (s ms min h day week), speed (m/s km/h mph
     kn), data (b kb mb gb tb kib mib gib) or temperature (c f k)."""
-    result = convert(value, from_unit, to_unit)
+    try:
+        result = convert(value, from_unit, to_unit)
+    except ValueError as exc:
+        raise ToolError(str(exc)) from None
     return f"{value:g} {from_unit} = {result:.6g} {to_unit}"
 
 

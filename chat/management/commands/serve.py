@@ -8,6 +8,7 @@ from django.core.management.base import BaseCommand
 
 from attachments.services import start_cleanup_schedule
 from chat.services import recover_interrupted_messages
+from integrations.services import ensure_housekeeping_server
 
 
 class Command(BaseCommand):
@@ -24,6 +25,7 @@ class Command(BaseCommand):
     def handle(self, *args, host: str, port: int, workers: int, **options):
         call_command("migrate", interactive=False, verbosity=0)
         self._ensure_admin()
+        ensure_housekeeping_server()  # the bundled MCP tools work with no extra step
         # One process owns every turn by default, so anything still `streaming` is from a crash.
         # With several processes (REDIS_URL), only answers silent for a minute are stale.
         older_than = timedelta(minutes=1) if settings.REDIS_URL else None
