@@ -12,13 +12,14 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def load_settings(tmp_path, **env: str) -> subprocess.CompletedProcess:
+    """Import the settings module alone in a fresh interpreter with this environment."""
     environment = {
         k: v for k, v in os.environ.items() if not k.startswith(("OPENROUTER_", "DATABASE_URL"))
     }
-    environment.update({"DATA_DIR": str(tmp_path), "DJANGO_SETTINGS_MODULE": "config.settings"})
+    environment.update({"DATA_DIR": str(tmp_path)})
     environment.update(env)
     code = (
-        "import django; django.setup(); from django.conf import settings as s; "
+        "import config.settings as s; "
         "print(s.DATABASES['default']['ENGINE'], s.CHANNEL_LAYERS['default']['BACKEND'], "
         "s.OPENROUTER_READ_TIMEOUT, "
         "s.DATABASES['default'].get('OPTIONS', {}).get('transaction_mode'))"
