@@ -7,6 +7,7 @@ scale-out part. A malformed value stops the start with a message that names the 
 
 import os
 import secrets
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -85,8 +86,12 @@ DEBUG = _bool("DEBUG", False)
 ALLOWED_HOSTS = _setting("ALLOWED_HOSTS", env.list, ["127.0.0.1", "localhost", "[::1]"])
 CSRF_TRUSTED_ORIGINS = _setting("CSRF_TRUSTED_ORIGINS", env.list, [])
 
+# daphne makes `runserver` serve ASGI (HTTP + WebSocket) for development. Importing it installs
+# Twisted's reactor (~0.8 s per start), which `serve` (uvicorn) and the tests do not need.
+_DEV_SERVER = ["daphne"] if sys.argv[1:2] == ["runserver"] else []
+
 INSTALLED_APPS = [
-    "daphne",
+    *_DEV_SERVER,
     "django.contrib.admin",
     "django.contrib.auth",
     "django.contrib.contenttypes",
