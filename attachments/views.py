@@ -2,7 +2,7 @@
 
 from django.contrib.auth.decorators import login_not_required
 from django.http import FileResponse, Http404, HttpRequest, JsonResponse
-from django.views.decorators.http import require_GET
+from django.views.decorators.http import require_safe
 
 from attachments import services
 from attachments.storage import LinkExpired, check_download
@@ -25,7 +25,7 @@ def _requester(request: HttpRequest):
 # leaked link is useless to anyone else. Authentication is done here (Bearer tokens included),
 # hence no login redirect.
 @login_not_required
-@require_GET
+@require_safe
 def download(request: HttpRequest, public_id: str):
     user = _requester(request)
     if user is None:
