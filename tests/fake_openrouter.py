@@ -70,6 +70,7 @@ class FakeOpenRouter:
             self.reply_tokens = None
             self.slow_token_delay = 0.05
             self.slow_tokens = 200
+            self.stall_seconds = 30.0
             self.tool_call = {"name": "get_time", "arguments": "{}"}
             self.round_calls = None
             self.planner_reply = '{"tools": []}'

@@ -157,3 +157,44 @@ async def test_missing_api_key_is_a_503_and_stores_nothing(aapi, fake_openrouter
     assert "OPENROUTER_API_KEY" in response.json()["detail"]
     assert not await Message.objects.aexists()
     assert fake_openrouter.requests == []
+
+
+async def test_partial_answer_is_checkpointed_every_interval_not_per_token(
+    aapi, fake_openrouter, settings, monkeypatch
+):
+    from chat import orchestrator
+
+    settings.CHAT_CHECKPOINT_SECONDS = 0.15
+    fake_openrouter.slow_token_delay = 0.01
+    fake_openrouter.slow_tokens = 60
+    checkpoints = []
+    original = orchestrator._checkpoint
+
+    def counting(message, acc):
+        checkpoints.append(len(acc.text))
+        return original(message, acc)
+
+    monkeypatch.setattr(orchestrator, "_checkpoint", counting)
+    response = await post_stream(aapi, model="fake/slow")
+    seen_partial = ""
+    chunks = []
+    async for chunk in response.streaming_content:
+        chunks.append(chunk)
+        if b"t40 " in chunk and not seen_partial:
+            stored = await Message.objects.aget(role="assistant")
+            assert stored.status == Message.Status.STREAMING
+            seen_partial = stored.content
+    assert seen_partial.startswith("t0 t1 t2"), "the partial answer was saved mid-stream"
+    # About one write per interval over a ~0.6 s stream, never one per token (60 tokens).
+    assert 1 <= len(checkpoints) <= 10
+    assert checkpoints == sorted(checkpoints)
+
+
+async def test_idle_stream_sends_ping_comments(aapi, fake_openrouter, settings):
+    settings.SSE_PING_SECONDS = 0.05
+    fake_openrouter.stall_seconds = 0.5
+    settings.OPENROUTER_READ_TIMEOUT = 0.4
+    response = await post_stream(aapi, model="fake/stall")
+    events, comments = await read_stream(response)
+    assert ": ping" in comments
+    assert events[-1].data == "[DONE]"
