@@ -24,7 +24,7 @@ class McpServerForm(forms.ModelForm):
         ]  # fmt: skip
 
     def clean(self):
-        data = super().clean()
+        data = super().clean() or {}
         transport = data.get("transport")
         if transport == McpServer.Transport.STDIO and not data.get("command"):
             self.add_error("command", "A stdio server needs a command.")
@@ -48,7 +48,7 @@ class McpToolInline(admin.TabularInline):
     extra = 0
     can_delete = False
     fields = ["name", "enabled_flag", "read_only", "short_description", "approval_flag"]
-    readonly_fields = fields
+    readonly_fields = ["name", "enabled_flag", "read_only", "short_description", "approval_flag"]
 
     @admin.display(description="enabled", boolean=True)
     def enabled_flag(self, tool: McpTool) -> bool:
