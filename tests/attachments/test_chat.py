@@ -111,14 +111,33 @@ async def test_history_resends_attachments_and_sending_marks_them_used(aapi, use
     assert refreshed.message_id is not None
 
 
+@pytest.fixture
+async def catalogue(fake_openrouter):
+    """The real model catalogue (presets app), fetched from the fake with chosen modalities."""
+    from presets import catalogue as models
+
+    original = fake_openrouter.models
+
+    async def load(inputs_by_model: dict[str, list[str]]):
+        fake_openrouter.models = [
+            {
+                "id": model,
+                "architecture": {"input_modalities": inputs, "output_modalities": ["text"]},
+            }
+            for model, inputs in inputs_by_model.items()
+        ]
+        models.clear_cache()
+        await models.get_models()
+
+    yield load
+    fake_openrouter.models = original
+    models.clear_cache()
+
+
 async def test_model_without_image_input_gets_a_notice_instead_of_a_failed_turn(
-    aapi, user, fake_openrouter, monkeypatch
+    aapi, user, fake_openrouter, catalogue
 ):
-    # The catalogue (presets app) knows this model takes text only.
-    monkeypatch.setattr(
-        "presets.catalogue.input_modalities",
-        lambda model: {"text"} if model == "fake/ok" else None,
-    )
+    await catalogue({"fake/ok": ["text"]})
     image = await attach(user)
     pdf = await attach(user, PDF, "report.pdf")
     response = await send(
@@ -137,3 +156,15 @@ async def test_model_without_image_input_gets_a_notice_instead_of_a_failed_turn(
     _text, note, file_part = last_user_content(fake_openrouter)
     assert note["type"] == "text" and "photo.png left out" in note["text"]
     assert file_part["type"] == "file"
+
+
+async def test_model_with_image_input_gets_the_image_and_no_notice(
+    aapi, user, fake_openrouter, catalogue
+):
+    await catalogue({"fake/ok": ["text", "image", "file"]})
+    image = await attach(user)
+    response = await send(aapi, [{"type": "attachment", "attachment_id": image.public_id}])
+    events, _ = await read_stream(response)
+    assert not [e for e in events if e.name == "notice" and "attachments" in e.data]
+    [part] = last_user_content(fake_openrouter)
+    assert part["type"] == "image_url"
