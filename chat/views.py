@@ -9,7 +9,7 @@ from django_htmx.http import HttpResponseClientRedirect
 
 from chat import history, services
 from chat.decorators import staff_required
-from chat.models import Conversation
+from chat.models import Conversation, Message
 
 MAX_MESSAGE_CHARS = 100_000
 
@@ -27,7 +27,8 @@ def health(request):
 
 
 def _page_context(request, conversation: Conversation | None) -> dict:
-    messages, has_more = ([], False)
+    messages: list[Message] = []
+    has_more = False
     if conversation is not None:
         messages, has_more = history.page_of_messages(conversation)
         live = history.live_text(conversation.pk)

@@ -124,8 +124,13 @@ def test_hostile_answer_runs_nothing_and_requests_nothing(
     ]
     outside = []
     page.on("request", lambda r: outside.append(r.url) if logged_in.url not in r.url else None)
-    dialogs = []
-    page.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))
+    dialogs: list[str] = []
+
+    def on_dialog(dialog) -> None:
+        dialogs.append(dialog.message)
+        dialog.dismiss()
+
+    page.on("dialog", on_dialog)
     requests_after = []
     page.goto(f"{logged_in.url}/")
     expect(page.locator("#connection")).to_have_attribute("data-state", "open")

@@ -14,6 +14,7 @@ from pathlib import Path
 import httpx
 import pytest
 from websockets.asyncio.client import connect
+from websockets.typing import Origin
 
 from tests.fake_openrouter import API_KEY
 
@@ -118,7 +119,7 @@ async def test_a_turn_streams_across_processes_and_stops_from_the_other(
     def open_socket(port):
         return connect(
             f"ws://127.0.0.1:{port}/ws/chat/",
-            origin=f"http://127.0.0.1:{port}",
+            origin=Origin(f"http://127.0.0.1:{port}"),
             additional_headers={"Cookie": f"sessionid={session}"},
         )
 

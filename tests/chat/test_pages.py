@@ -119,7 +119,9 @@ def test_page_shows_the_last_50_messages_and_scrolls_back_for_older(browser, use
     add_turns(conversation, 40)
     html = browser.get(f"/c/{conversation.session_id}/").content.decode()
     assert "question 39" in html and "question 15" in html and "question 14" not in html
-    oldest = int(re.search(r'\?before=(\d+)"', html).group(1))
+    match = re.search(r'\?before=(\d+)"', html)
+    assert match is not None
+    oldest = int(match.group(1))
     older = browser.get(f"/c/{conversation.session_id}/older?before={oldest}").content.decode()
     assert "question 14" in older and "question 0" in older and "question 15" not in older
     assert 'id="older"' not in older, "nothing older is left"
