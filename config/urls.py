@@ -28,5 +28,6 @@ urlpatterns = [
     path("admin/", admin.site.urls),
     path("api/", _api_urls()),
     path("attachments/", include("attachments.urls")),
+    path("models/", include("presets.urls")),
     path("", include("chat.urls")),
 ]
