@@ -12,13 +12,20 @@ def new_public_id() -> str:
 
 class AttachmentQuerySet(models.QuerySet["Attachment"]):
     def for_user(self, user) -> "AttachmentQuerySet":
-        """The user's attachments that still exist (rows waiting for deletion are hidden)."""
-        return self.filter(user=user, delete_pending=False)
+        """The user's attachments that still exist (rows waiting for deletion, or whose
+        conversation is gone, are hidden)."""
+        return self.filter(user=user, delete_pending=False, conversation__isnull=False)
 
     def due_for_cleanup(self, now: datetime) -> "AttachmentQuerySet":
-        """Unused for longer than the retention period, or waiting for a retried delete."""
+        """Unused for longer than the retention period, waiting for a retried delete, or left
+        behind by a user or conversation deleted some other way (e.g. in the admin)."""
         cutoff = now - timedelta(days=settings.ATTACHMENTS_RETENTION_DAYS)
-        return self.filter(models.Q(delete_pending=True) | models.Q(last_used_at__lt=cutoff))
+        return self.filter(
+            models.Q(delete_pending=True)
+            | models.Q(last_used_at__lt=cutoff)
+            | models.Q(user__isnull=True)
+            | models.Q(conversation__isnull=True)
+        )
 
 
 class Attachment(models.Model):
@@ -30,11 +37,15 @@ class Attachment(models.Model):
         PDF = "pdf"
 
     public_id = models.CharField(max_length=40, unique=True, default=new_public_id)
+    # SET_NULL, not CASCADE, here and below: a row must outlive its owner or conversation until
+    # the cleanup has deleted its file (the services delete files first; a deleted user's or an
+    # admin-deleted conversation's rows are picked up by the next cleanup run).
     user = models.ForeignKey(
-        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="attachments"
+        settings.AUTH_USER_MODEL,
+        on_delete=models.SET_NULL,
+        null=True,
+        related_name="attachments",
     )
-    # SET_NULL, not CASCADE: the services delete the files first, and a row whose file could
-    # not be deleted must survive (as `delete_pending`) so the cleanup can retry it.
     conversation = models.ForeignKey(
         "chat.Conversation",
         on_delete=models.SET_NULL,

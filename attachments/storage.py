@@ -57,7 +57,7 @@ def _signer() -> signing.TimestampSigner:
     return signing.TimestampSigner(salt=_SIGNING_SALT)
 
 
-def sign_download(public_id: str, user_pk: int) -> str:
+def sign_download(public_id: str, user_pk: int | None) -> str:
     """A token binding the attachment to its owner, with the time it was made."""
     return _signer().sign(f"{public_id}:{user_pk}")
 
@@ -77,13 +77,13 @@ def check_download(token: str, public_id: str, user_pk: int) -> bool:
     return value == f"{public_id}:{user_pk}"
 
 
-def app_url(public_id: str, user_pk: int) -> str:
+def app_url(public_id: str, user_pk: int | None) -> str:
     """The app's own signed download URL (a path; valid ATTACHMENTS_URL_EXPIRY_SECONDS)."""
     path = reverse("attachments:download", args=[public_id])
     return f"{path}?token={sign_download(public_id, user_pk)}"
 
 
-def delivery_url(name: str, public_id: str, user_pk: int) -> str:
+def delivery_url(name: str, public_id: str, user_pk: int | None) -> str:
     """A URL the model provider can fetch: V4 signed for GCS, otherwise the app's own URL."""
     storage = get_storage()
     if isinstance(storage, PrivateGCSStorage):

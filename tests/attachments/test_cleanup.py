@@ -162,3 +162,20 @@ def test_admin_lists_owner_size_type_conversation_and_expiry(user, admin_client)
         assert column in page
     assert "column-conversation" in page and "column-expires_at" in page
     assert attachment.public_id in page and "image/png" in page and "alice" in page
+
+
+def test_files_of_a_deleted_user_or_admin_deleted_conversation_go_in_the_next_run(
+    make_user, user, local_storage
+):
+    leaver = make_user("leaver")
+    theirs = make(leaver, session_id="c-8")
+    mine = make(user, session_id="c-9")
+    kept = make(user, session_id="c-10")
+    leaver.delete()
+    # Deleted in the admin (plain ORM delete), not through the chat services.
+    mine.conversation.delete()
+    out, _ = run()
+    assert f"Removed {theirs.public_id}" in out and f"Removed {mine.public_id}" in out
+    assert list(Attachment.objects.all()) == [kept]
+    assert not (local_storage / theirs.storage_name).exists()
+    assert not (local_storage / mine.storage_name).exists()
