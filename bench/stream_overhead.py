@@ -319,18 +319,28 @@ def report(
         f"  all app streams {'':25}{overall:7.1f}             target <= "
         f"{TARGET_CPU_MS_PER_1K:g}  {'MET' if ok else 'MISSED'}"
     )
-    # The fake paces tokens 20 ms apart: a baseline far off that pace means the machine was too
-    # busy (the client, the app and the fake share its CPUs) and the differences mean little.
-    base_runs = [r for runs in base.results.values() for r in runs if not r.warm_up]
-    base_ttft_p99 = percentile([r.ttft for r in base_runs], 99)
-    base_gap_p99 = percentile([g for r in base_runs for g in r.gaps], 99)
-    disturbed = base_ttft_p99 > 3 * TOKEN_DELAY or base_gap_p99 > 2 * TOKEN_DELAY
+    # The fake paces tokens 20 ms apart: a baseline far off that pace, or other load on the
+    # machine when the run started, means the CPUs the client, the app and the fake share were
+    # busy, and the differences mean little.
+    reasons = []
+    for concurrency, runs in sorted(base.results.items()):
+        measured = [r for r in runs if not r.warm_up]
+        ttft_p99 = percentile([r.ttft for r in measured], 99)
+        gap_p99 = percentile([g for r in measured for g in r.gaps], 99)
+        if ttft_p99 > 3 * TOKEN_DELAY or gap_p99 > 2 * TOKEN_DELAY:
+            reasons.append(
+                f"the baseline at {concurrency} stream(s) was slow (TTFT p99 "
+                f"{ttft_p99 * 1000:.0f} ms, gap p99 {gap_p99 * 1000:.0f} ms)"
+            )
+    cpus = os.cpu_count() or 1
+    if load[0] > cpus / 2:
+        reasons.append(f"the load average was {load[0]:.2f} on {cpus} CPUs before the run")
+    disturbed = bool(reasons)
     print()
     if disturbed:
         print(
-            f"WARNING: the baseline itself was slow (TTFT p99 {base_ttft_p99 * 1000:.0f} ms, "
-            f"gap p99 {base_gap_p99 * 1000:.0f} ms, paced at {TOKEN_DELAY * 1000:g} ms): the "
-            "machine was busy, rerun on an idle machine. Not judging the targets."
+            f"WARNING: {'; '.join(reasons)}. The machine was busy: rerun it on an idle "
+            "machine. Not judging the targets."
         )
         met = False
     else:
@@ -374,6 +384,7 @@ def main() -> int:
     args.rounds_c50 = max(args.rounds_c50, 2)
     args.streams_c1 = max(args.streams_c1, 2)
     fake = app = profiler = None
+    load_start = os.getloadavg()[0]
     with tempfile.TemporaryDirectory(prefix="bench-stream-") as tmp_name:
         tmp = Path(tmp_name)
         try:
@@ -397,7 +408,6 @@ def main() -> int:
                 runner: Any = uvloop.run
             except ImportError:  # pragma: no cover - uvloop is a dependency of uvicorn[standard]
                 runner = asyncio.run
-            load_start = os.getloadavg()[0]
             a, b, bursts = runner(bounded())
             load = (load_start, os.getloadavg()[0])
         except (BenchError, RuntimeError, subprocess.CalledProcessError, TimeoutError) as exc:
