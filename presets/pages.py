@@ -97,7 +97,7 @@ def picker_context(user, query: QueryDict | dict[str, Any] | None = None) -> dic
         "count": 0,
         "more": 0,
         "providers": [],
-        "error": "",
+        "picker_error": "",
     }
     try:
         selection = async_to_sync(catalogue.select_models)(
@@ -108,7 +108,7 @@ def picker_context(user, query: QueryDict | dict[str, Any] | None = None) -> dic
         )
         everything = async_to_sync(catalogue.get_models)()
     except (UpstreamError, catalogue.FilterError) as exc:
-        context["error"] = getattr(exc, "message", str(exc))
+        context["picker_error"] = getattr(exc, "message", str(exc))
         return context
     context.update(
         models=selection.models[:PICKER_LIMIT],
@@ -249,6 +249,15 @@ def presets_panel_context(user, error: str = "", notice: str = "") -> dict[str, 
         "current_model": services.effective_model(services.get_user_settings(user)),
         "error": error,
         "notice": notice,
+    }
+
+
+def page_context(user) -> dict[str, Any]:
+    """The models page: every panel, from the user's remembered state."""
+    return {
+        **settings_panel_context(user),
+        **presets_panel_context(user),
+        **picker_context(user),
     }
 
 

@@ -4,6 +4,7 @@ from presets import views
 
 app_name = "presets"
 urlpatterns = [
+    path("", views.page, name="page"),
     path("picker/", views.picker, name="picker"),
     path("picker/choose", views.choose_model, name="choose"),
     path("picker/favourite", views.toggle_favourite, name="favourite"),

@@ -17,6 +17,13 @@ PANELS = "presets/panels.html"
 
 @staff_required
 @require_GET
+def page(request):
+    """A page of its own with the picker, presets and settings (linked from the chat page)."""
+    return render(request, "presets/page.html", pages.page_context(request.user))
+
+
+@staff_required
+@require_GET
 def picker(request):
     """The picker's result list for the filter form's current values."""
     name = "picker-results" if request.htmx else "picker"

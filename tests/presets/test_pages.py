@@ -226,3 +226,13 @@ def test_partials_can_be_included_by_the_chat_page(user, catalogue_models):
     )
     assert 'id="model-picker"' in html and "openai/gpt-4o-mini" in names_in(html)
     no_inline_code(html)
+
+
+def test_models_page_has_every_panel(browser, catalogue_models):
+    response = browser.get("/models/")
+    assert response.status_code == 200
+    html = response.content.decode()
+    for region in ('id="model-picker"', 'id="presets-panel"', 'id="settings-panel"'):
+        assert region in html
+    assert len(names_in(html)) == pages.PICKER_LIMIT
+    no_inline_code(html.split("</head>", 1)[1])
