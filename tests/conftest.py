@@ -9,6 +9,12 @@ from tests.fake_openrouter import API_KEY, FakeOpenRouter
 os.environ.setdefault("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
 
 
+@pytest.fixture(autouse=True)
+def fast_password_hashing(settings):
+    # Real hashers cost ~0.3 s per user created or logged in; tests need no such strength.
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+
 @pytest.fixture(scope="session")
 def fake_openrouter_server():
     fake = FakeOpenRouter().start()
