@@ -128,14 +128,16 @@ def _finalise(
     return message
 
 
-def _next_round_message(prepared: PreparedTurn, parent: Message) -> Message:
-    return Message.objects.create(
+def _next_round(prepared: PreparedTurn, parent: Message) -> tuple[Message, list[dict[str, Any]]]:
+    """The next round's `streaming` message and its prompt, in one trip to the database."""
+    message = Message.objects.create(
         conversation=prepared.conversation,
         parent=parent,
         role=Message.Role.ASSISTANT,
         status=Message.Status.STREAMING,
         model=prepared.model,
     )
+    return message, build_prompt(prepared.conversation, message)
 
 
 def _pause_message(prepared: PreparedTurn, parent: Message, text: str) -> Message:
@@ -179,12 +181,14 @@ async def run_turn(prepared: PreparedTurn, turn: Turn) -> AsyncIterator[Event]:
     retried_without_tools = False
     rounds = 0
     failures = 0
+    prompt: list[dict[str, Any]] | None = None
     while True:
         rounds += 1
         acc = Accumulator()
         started = time.monotonic()
         last_checkpoint = started
-        prompt = await _db(build_prompt, prepared.conversation, current)
+        if prompt is None:
+            prompt = await _db(build_prompt, prepared.conversation, current)
         body = {
             **prepared.params,
             "model": prepared.model,
@@ -241,19 +245,31 @@ async def run_turn(prepared: PreparedTurn, turn: Turn) -> AsyncIterator[Event]:
             acc.tool_calls.clear()  # a model offered no tools cannot call one
         calls = [c for c in acc.tool_calls.values() if c["function"]["name"]]
         acc.tool_calls = dict(enumerate(calls))
-        stored = await _db(_finalise, current, acc, Message.Status.COMPLETE, "", started)
-        yield Event("metadata", message_metadata(stored))
         if not calls:
+            stored = await _db(_finalise, current, acc, Message.Status.COMPLETE, "", started)
+            yield Event("metadata", message_metadata(stored))
             return
 
+        # The calls start while the round is being stored (the message row already exists, so
+        # results can point at it); the round's `metadata` still comes before any `tool` event.
+        stored_round = asyncio.ensure_future(
+            _db(_finalise, current, acc, Message.Status.COMPLETE, "", started)
+        )
         results: list[toolloop.CallResult] = []
-        async for event in toolloop.run_calls(calls, entries, stored, user_id, results):
-            yield event
+        try:
+            async for event in toolloop.run_calls(
+                calls, entries, current, user_id, results, ready=stored_round
+            ):
+                yield event
+        finally:
+            if not stored_round.done():
+                await asyncio.shield(stored_round)
         for result in results:
             if result.ok or result.denied:
                 failures = 0 if result.ok else failures
             else:
                 failures += 1
+        stored = stored_round.result()
         last = next((r.message for r in reversed(results) if r.message is not None), stored)
         limit = None
         if failures >= settings.MCP_MAX_CONSECUTIVE_FAILURES:
@@ -274,6 +290,6 @@ async def run_turn(prepared: PreparedTurn, turn: Turn) -> AsyncIterator[Event]:
             yield Event("tool", {"status": status, "message": text, "message_id": pause.pk})
             yield Event("metadata", message_metadata(pause))
             return
-        current = await _db(_next_round_message, prepared, last)
+        current, prompt = await _db(_next_round, prepared, last)
         turn.assistant_message_id = current.pk
         turn.content, turn.reasoning = "", ""

@@ -21,6 +21,7 @@ from django.contrib.auth import get_user_model
 from chat import openrouter
 from chat.models import Message
 from chat.rendering import render_markdown
+from chat.services import message_metadata
 from chat.turns import Event
 from integrations import services
 from integrations.registry import ServerUnavailable, ToolEntry, ToolOutcome, get_registry
@@ -53,12 +54,15 @@ async def tools_for_turn(user_id: int, user_text: str) -> tuple[list[ToolEntry],
         return [], []
     if not entries:
         return [], []
-    from presets.services import planning_enabled_for
-
-    user = await _db(get_user_model().objects.get, pk=user_id)
-    if not await _db(planning_enabled_for, user):
+    if not await _db(_planning_enabled, user_id):
         return entries, []
     return await plan_tools(user_text, entries)
+
+
+def _planning_enabled(user_id: int) -> bool:
+    from presets.services import planning_enabled_for
+
+    return planning_enabled_for(get_user_model().objects.get(pk=user_id))
 
 
 def catalogue_lines(entries: list[ToolEntry]) -> str:
@@ -218,8 +222,13 @@ async def run_calls(
     assistant: Message,
     user_id: int,
     results: list[CallResult],
+    ready: "asyncio.Future[Message] | None" = None,
 ) -> AsyncIterator[Event]:
-    """Run one round's calls concurrently, yielding `tool` events; fills `results` in order."""
+    """Run one round's calls concurrently, yielding `tool` events; fills `results` in order.
+
+    `ready` is the storing of the round itself: the calls start at once, but the round's
+    `metadata` event is yielded first, when it is stored.
+    """
     by_name = {e.exposed: e for e in entries}
     queue: asyncio.Queue[Event] = asyncio.Queue()
     slots: list[CallResult | None] = [None] * len(calls)
@@ -232,6 +241,8 @@ async def run_calls(
         asyncio.gather(*tasks, return_exceptions=True)
     )
     try:
+        if ready is not None:
+            yield Event("metadata", message_metadata(await ready))
         while True:
             getter: asyncio.Future[Any] = asyncio.ensure_future(queue.get())
             done, _ = await asyncio.wait([getter, waiter], return_when=asyncio.FIRST_COMPLETED)
