@@ -119,16 +119,6 @@ async def get_models() -> list[dict[str, Any]]:
     return (await _snapshot_now()).models
 
 
-def get_models_sync() -> list[dict[str, Any]]:
-    return async_to_sync(get_models)()
-
-
-def find_model_sync(model_id: str) -> dict[str, Any] | None:
-    """The enriched model, or None when it is not in the catalogue. Raises UpstreamError."""
-    snapshot = async_to_sync(_snapshot_now)()
-    return snapshot.by_id.get(model_id)
-
-
 def catalogue_or_none() -> dict[str, dict[str, Any]] | None:
     """The catalogue by model id, or None when it cannot be had (no API key, upstream down).
 

@@ -195,7 +195,13 @@ def update_model_settings(user, patch: dict[str, Any]) -> UserModelSettings:
     range-checked by the schema; here they are checked against the chosen model.
     """
     get_user_settings(user)
-    models = catalogue.catalogue_or_none()
+    # Only a change the model could refuse needs the catalogue (favourites, filters do not).
+    needs_catalogue = "model" in patch or any(
+        v is not None
+        for name in ("parameters", "reasoning")
+        for v in (patch.get(name) or {}).values()
+    )
+    models = catalogue.catalogue_or_none() if needs_catalogue else None
     with transaction.atomic():
         current = UserModelSettings.objects.select_for_update().get(user=user)
         if "model" in patch:

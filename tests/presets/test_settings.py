@@ -341,3 +341,14 @@ def test_a_new_user_starts_from_the_default_preset(make_user):
     assert loaded.system_prompt == "House rules."
     assert loaded.planning_enabled is True
     assert UserModelSettings.objects.filter(user=newcomer).count() == 1
+
+
+def test_changes_the_model_cannot_refuse_do_not_fetch_the_catalogue(
+    api, catalogue_models, fake_openrouter
+):
+    put_settings(api, favourites=["fake/ok"], planning_enabled=True, model_filters={"q": "x"})
+    put_settings(api, parameters={"temperature": None}, provider={"sort": "price"})
+    assert api.get("/api/settings/model").json()["favourites"] == ["fake/ok"]
+    assert fake_openrouter.models_fetches == 0
+    put_settings(api, parameters={"temperature": 1})
+    assert fake_openrouter.models_fetches == 1
