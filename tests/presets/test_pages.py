@@ -236,3 +236,11 @@ def test_models_page_has_every_panel(browser, catalogue_models):
         assert region in html
     assert len(names_in(html)) == pages.PICKER_LIMIT
     no_inline_code(html.split("</head>", 1)[1])
+
+
+def test_suggestion_chips_that_send_over_the_websocket():
+    Suggestion.objects.create(label="Plan", text="Plan my <day>", position=0)
+    html = render_to_string("presets/panels.html#suggestion-forms", pages.suggestions_context())
+    assert "ws-send" in html and 'name="action" value="send"' in html
+    assert 'name="message" value="Plan my &lt;day&gt;"' in html
+    no_inline_code(html)
