@@ -1,6 +1,7 @@
 """Tool round-trip overhead added by the app (issue 4, item 10).
 
-For each chat turn the model (a scripted fake upstream in this process) asks for one tool call of
+For each chat turn the model (a scripted fake upstream, in a process of its own) asks for one
+tool call of
 a 0 ms tool on a real MCP server (SDK, streamable HTTP, 127.0.0.1). The "round trip" is the time
 from the upstream sending the last byte of the tool-call round to the arrival of the next request
 carrying the tool result. It includes the MCP call itself, so in the same run the same call is
@@ -16,6 +17,7 @@ import asyncio
 import json
 import os
 import socket
+import subprocess
 import sys
 import tempfile
 import threading
@@ -64,19 +66,27 @@ class Upstream:
 
     def app(self):
         from starlette.applications import Starlette
-        from starlette.responses import StreamingResponse
+        from starlette.responses import JSONResponse, StreamingResponse
         from starlette.routing import Route
 
         async def completions(request):
             body = await request.json()
             messages = body["messages"]
             if messages[-1]["role"] == "tool":
-                self.got_result[messages[-1]["tool_call_id"]] = time.perf_counter()
+                self.got_result[messages[-1]["tool_call_id"]] = time.monotonic()
                 return StreamingResponse(self._answer(), media_type="text/event-stream")
             self.ids += 1
             return StreamingResponse(self._ask(f"call_{self.ids}"), media_type="text/event-stream")
 
-        return Starlette(routes=[Route("/api/v1/chat/completions", completions, methods=["POST"])])
+        async def stats(request):
+            return JSONResponse({"sent": self.sent_call, "got": self.got_result})
+
+        return Starlette(
+            routes=[
+                Route("/api/v1/chat/completions", completions, methods=["POST"]),
+                Route("/stats", stats),
+            ]
+        )
 
     @staticmethod
     def _chunk(delta: dict, finish: str | None = None) -> bytes:
@@ -89,7 +99,7 @@ class Upstream:
                 "function": {"name": "noop", "arguments": "{}"}}  # fmt: skip
         yield self._chunk({"role": "assistant", "tool_calls": [call]})
         yield self._chunk({}, "tool_calls") + b"data: [DONE]\n\n"
-        self.sent_call[call_id] = time.perf_counter()
+        self.sent_call[call_id] = time.monotonic()
 
     async def _answer(self):
         yield self._chunk({"content": "done"})
@@ -104,12 +114,12 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[low] + (ordered[high] - ordered[low]) * (rank - low)
 
 
-async def run_turns(user, upstream: Upstream, total: int, concurrency: int) -> list[float]:
+async def run_turns(user, upstream: str, total: int, concurrency: int) -> list[float]:
     from asgiref.sync import sync_to_async
 
     from chat import services
 
-    before = set(upstream.sent_call)
+    before = set((await _stats(upstream))["sent"])
     semaphore = asyncio.Semaphore(concurrency)
 
     async def one() -> None:
@@ -122,8 +132,16 @@ async def run_turns(user, upstream: Upstream, total: int, concurrency: int) -> l
                 pass
 
     await asyncio.gather(*(one() for _ in range(total)))
-    new = [cid for cid in upstream.sent_call if cid not in before]
-    return [(upstream.got_result[c] - upstream.sent_call[c]) * 1000 for c in new]
+    stats = await _stats(upstream)
+    new = [cid for cid in stats["sent"] if cid not in before]
+    return [(stats["got"][c] - stats["sent"][c]) * 1000 for c in new]
+
+
+async def _stats(base_url) -> dict:
+    import httpx
+
+    async with httpx.AsyncClient() as client:
+        return (await client.get(f"{base_url}/stats")).json()
 
 
 async def run_baseline(url: str, total: int, concurrency: int) -> list[float]:
@@ -132,20 +150,21 @@ async def run_baseline(url: str, total: int, concurrency: int) -> list[float]:
     from mcp.client.streamable_http import streamable_http_client
 
     times: list[float] = []
-    async with streamable_http_client(url, http_client=httpx2.AsyncClient()) as streams:
-        async with ClientSession(streams[0], streams[1]) as session:
-            await session.initialize()
-            semaphore = asyncio.Semaphore(concurrency)
+    transport = streamable_http_client(url, http_client=httpx2.AsyncClient())
+    async with transport as streams, ClientSession(streams[0], streams[1]) as session:
+        await session.initialize()
+        await session.list_tools()  # as any client does (the SDK then checks results' schemas)
+        semaphore = asyncio.Semaphore(concurrency)
 
-            async def one() -> None:
-                async with semaphore:
-                    start = time.perf_counter()
-                    await session.call_tool("noop", {})
-                    times.append((time.perf_counter() - start) * 1000)
+        async def one() -> None:
+            async with semaphore:
+                start = time.monotonic()
+                await session.call_tool("noop", {})
+                times.append((time.monotonic() - start) * 1000)
 
-            await asyncio.gather(*(one() for _ in range(min(20, total))))  # warm-up
-            times.clear()
-            await asyncio.gather(*(one() for _ in range(total)))
+        await asyncio.gather(*(one() for _ in range(min(20, total))))  # warm-up
+        times.clear()
+        await asyncio.gather(*(one() for _ in range(total)))
     return times
 
 
@@ -157,9 +176,13 @@ async def main(turns: int) -> None:
     from integrations.models import McpServer
     from integrations.registry import close_registry
 
-    mcp_port, _ = _serve(_mcp_app())
-    upstream = Upstream()
-    up_port, _ = _serve(upstream.app())
+    # The fakes run in a process of their own, so they do not share the app's interpreter lock.
+    fakes = subprocess.Popen(
+        [sys.executable, __file__, "--serve-fakes"], stdout=subprocess.PIPE, text=True
+    )
+    assert fakes.stdout is not None
+    mcp_port, up_port = (int(p) for p in fakes.stdout.readline().split())
+    upstream = f"http://127.0.0.1:{up_port}"
     settings.OPENROUTER_BASE_URL = f"http://127.0.0.1:{up_port}/api/v1"
     settings.OPENROUTER_API_KEY = "bench"
     mcp_url = f"http://127.0.0.1:{mcp_port}/mcp"
@@ -185,16 +208,29 @@ async def main(turns: int) -> None:
         )
         verdicts.append((concurrency, added))
     await close_registry()
+    fakes.terminate()
+    fakes.wait(timeout=10)
     for concurrency, added in verdicts:
         mark = "OK" if added <= TARGET_ADDED_P50_MS else "ABOVE TARGET"
         print(f"c={concurrency}: added p50 {added:.2f} ms (target <= {TARGET_ADDED_P50_MS} ms) "
               f"{mark}")  # fmt: skip
 
 
+def serve_fakes() -> None:
+    mcp_port, _ = _serve(_mcp_app())
+    up_port, _ = _serve(Upstream().app())
+    print(mcp_port, up_port, flush=True)
+    while True:
+        time.sleep(3600)
+
+
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--turns", type=int, default=200)
+    parser.add_argument("--serve-fakes", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.serve_fakes:
+        serve_fakes()
     data_dir = tempfile.mkdtemp(prefix="bench-tools-")
     os.environ["DATA_DIR"] = data_dir
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")

@@ -124,7 +124,8 @@ def _finalise(
     if started:
         message.duration_ms = int((time.monotonic() - started) * 1000)
     message.save()
-    Conversation.objects.filter(pk=message.conversation_id).update(updated_at=timezone.now())
+    if not message.tool_calls:  # a round that asks for tools is not the end of the turn
+        Conversation.objects.filter(pk=message.conversation_id).update(updated_at=timezone.now())
     return message
 
 
