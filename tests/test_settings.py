@@ -97,3 +97,26 @@ def test_check_deploy_passes_with_production_settings(tmp_path):
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "no issues" in result.stdout
+
+
+@pytest.mark.django_db
+def test_security_headers_and_redirect_hold_with_production_settings(client, settings):
+    settings.SECURE_HSTS_SECONDS = 31536000
+    settings.SECURE_SSL_REDIRECT = True
+    assert client.get("/health").status_code == 301
+    response = client.get("/health", secure=True)
+    assert response.status_code == 200
+    assert response["Strict-Transport-Security"].startswith("max-age=31536000")
+    assert response["X-Frame-Options"] == "DENY"
+    assert response["X-Content-Type-Options"] == "nosniff"
+    assert "default-src 'self'" in response["Content-Security-Policy"]
+
+
+def test_missing_security_middleware_fails_the_deploy_check(settings):
+    from config.middleware import check_security_middleware
+
+    assert check_security_middleware(None) == []
+    settings.MIDDLEWARE = [m for m in settings.MIDDLEWARE if "XFrame" not in m]
+    errors = check_security_middleware(None)
+    assert [e.id for e in errors] == ["chat.E001"]
+    assert "XFrameOptionsMiddleware" in errors[0].msg
