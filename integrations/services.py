@@ -280,3 +280,51 @@ def record_approval(server_id: str, tool_name: str, fingerprint: str) -> None:
     McpTool.objects.filter(server__server_id=server_id, name=tool_name).update(
         approved_fingerprint=fingerprint, approved_at=timezone.now()
     )
+
+
+# Tool cards (pages) --------------------------------------------------------------------------
+
+
+def tool_cards(messages) -> dict[int, dict[str, Any]]:
+    """Card data for stored tool results, keyed by tool message id: what the page shows for a
+    finished call (the live equivalent is the `tool` SSE/WebSocket events).
+
+    `arguments` comes from the assistant message that asked (the result's parent); `result_html`
+    is the stored, sanitised rendering of the result (never render `result` unescaped);
+    `images` are data URLs of images the tool returned.
+    """
+    from chat.models import Message
+
+    tools = [m for m in messages if m.role == Message.Role.TOOL]
+    parents = {m.pk: m for m in messages if m.role == Message.Role.ASSISTANT}
+    missing = {m.parent_id for m in tools if m.parent_id and m.parent_id not in parents}
+    if missing:
+        parents.update({m.pk: m for m in Message.objects.filter(pk__in=missing)})
+    cards: dict[int, dict[str, Any]] = {}
+    for message in tools:
+        parent = parents.get(message.parent_id) if message.parent_id else None
+        call = next(
+            (c for c in (parent.tool_calls or []) if c.get("id") == message.tool_call_id),
+            None,
+        ) if parent else None  # fmt: skip
+        try:
+            arguments = json.loads(call["function"].get("arguments") or "{}") if call else {}
+        except ValueError:
+            arguments = {"_raw": call["function"].get("arguments")} if call else {}
+        cards[message.pk] = {
+            "message_id": message.pk,
+            "call_id": message.tool_call_id,
+            "name": message.tool_name,
+            "server": (message.routing or {}).get("mcp_server"),
+            "status": "finished" if message.status == Message.Status.COMPLETE else "error",
+            "duration_ms": message.duration_ms,
+            "arguments": arguments,
+            "result": message.content,
+            "result_html": message.html,
+            "images": [
+                p["image_url"]["url"]
+                for p in message.content_parts or []
+                if isinstance(p, dict) and p.get("type") == "image_url"
+            ],
+        }
+    return cards

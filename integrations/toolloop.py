@@ -54,7 +54,12 @@ async def tools_for_turn(user_id: int, user_text: str) -> tuple[list[ToolEntry],
         return [], []
     if not entries:
         return [], []
-    if not await _db(_planning_enabled, user_id):
+    try:
+        planning = await _db(_planning_enabled, user_id)
+    except Exception:  # a broken setting must not cost the turn its tools
+        log.exception("could not read the planning setting")
+        planning = False
+    if not planning:
         return entries, []
     return await plan_tools(user_text, entries)
 

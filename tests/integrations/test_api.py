@@ -207,3 +207,52 @@ async def test_a_tool_changed_since_approval_is_flagged(add_server):
     assert not tool.changed_since_approval
     tool.fingerprint = "v2"
     assert tool.changed_since_approval
+
+
+async def test_stop_while_waiting_for_approval_leaves_a_consistent_history(
+    aapi, fake_openrouter, mcp_server, add_server, user
+):
+    from chat import turns
+    from chat.models import Conversation, Message
+
+    alpha = mcp_server("alpha")
+    add_server("alpha", alpha.url)
+    set_calls(fake_openrouter, ("write_note", {"text": "milk"}))
+    session_id = card = None
+    async for event in iter_events(aapi):
+        if event.name == "session":
+            session_id = event.json["session_id"]
+        if event.name == "tool" and event.json["status"] == "approval_required":
+            card = event.json
+            conversation = await Conversation.objects.aget(session_id=session_id)
+            assert turns.cancel_turn(conversation.pk)
+    assert card is not None
+    assert services.pending_approvals_for(user) == []
+    late = await aapi.post(
+        f"/api/chat/tool-approvals/{card['call_id']}", {"approve": True}, "application/json"
+    )
+    assert late.status_code == 404
+    assert not await Message.objects.filter(role="tool").aexists()
+
+    events = [e async for e in iter_events(aapi, "fake/ok", "and now?", session_id=session_id)]
+    assert events[-1].data == "[DONE]" and len(fake_openrouter.requests) == 2
+    sent = fake_openrouter.requests[-1]["body"]["messages"]
+    assert [m["role"] for m in sent] == ["system", "user", "user"]  # the unanswered call is not
+    assert sent[-1]["content"] == "and now?"
+
+
+async def test_tool_cards_for_the_page(aapi, fake_openrouter, mcp_server, add_server):
+    from chat.models import Message
+    from tests.integrations.conftest import chat
+
+    add_server("alpha", mcp_server("alpha").url)
+    set_calls(fake_openrouter, ("picture", {}))
+    await chat(aapi)
+
+    messages = [m async for m in Message.objects.order_by("id")]
+    cards = await sync_to_async(services.tool_cards)(messages)
+    (card,) = cards.values()
+    assert card["name"] == "picture" and card["server"] == "alpha"
+    assert card["status"] == "finished" and card["arguments"] == {}
+    assert card["result_html"].startswith("<p>here is a pixel")
+    assert card["images"][0].startswith("data:image/png;base64,")
