@@ -38,14 +38,14 @@ class Counting:
 class McpHttpServer:
     """A real MCP server (SDK) served by uvicorn on 127.0.0.1 in a thread, with its lifespan."""
 
-    def __init__(self, name: str, transport: str = "streamable_http") -> None:
+    def __init__(self, name: str, transport: str = "streamable_http", port: int = 0) -> None:
         self.mcp = build(name)
         app = self.mcp.sse_app() if transport == "sse" else self.mcp.streamable_http_app()
         self.app = Counting(app, transport)
         self.transport = transport
         self.sock = socket.socket()
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.sock.bind(("127.0.0.1", 0))
+        self.sock.bind(("127.0.0.1", port))
         self.port = self.sock.getsockname()[1]
         config = uvicorn.Config(
             self.app, lifespan="on", log_level="critical", timeout_graceful_shutdown=1
@@ -83,8 +83,8 @@ async def mcp_server():
     """Factory: start a real MCP server over HTTP (`streamable_http` or `sse`)."""
     started: list[McpHttpServer] = []
 
-    def make(name: str = "alpha", transport: str = "streamable_http") -> McpHttpServer:
-        server = McpHttpServer(name, transport).start()
+    def make(name: str = "alpha", transport: str = "streamable_http", port: int = 0):
+        server = McpHttpServer(name, transport, port).start()
         started.append(server)
         return server
 

@@ -112,3 +112,21 @@ async def test_config_changes_apply_without_a_restart(mcp_server, add_server):
     await McpServer.objects.filter(server_id="alpha").aupdate(enabled=False)
     assert names(await get_registry().catalogue()) == []
     assert "alpha" not in get_registry().connections
+
+
+async def test_a_dropped_http_server_is_reconnected_when_it_comes_back(mcp_server, add_server):
+    first = mcp_server("alpha")
+    add_server("alpha", first.url)
+    entries = {e.exposed: e for e in await get_registry().catalogue()}
+    conn = get_registry().connections["alpha"]
+    assert conn.connected and conn.connects == 1
+
+    first.stop()
+    outcome = await get_registry().call(entries["add"], {"a": 1, "b": 2})
+    assert not outcome.ok  # that call fails, readable; the connection starts over
+    assert await eventually(lambda: not conn.connected)
+    again = mcp_server("alpha", port=first.port)
+
+    assert await eventually(lambda: conn.connected and conn.connects == 2, timeout=10)
+    assert (await get_registry().call(entries["add"], {"a": 1, "b": 2})).text == "3"
+    assert again.sessions == 1
