@@ -103,9 +103,8 @@ class ChatConsumer(AsyncWebsocketConsumer):
     async def on_hello(self, data: dict[str, Any]) -> None:
         """The page (re)connected: follow its conversation and bring it up to date."""
         session_id = str(data.get("session_id") or "")
-        if not session_id:
-            return
-        await self._follow(session_id)
+        if not session_id or not await self._follow(session_id):
+            return  # a new chat: nothing to follow until its first message
         assert self.conversation is not None
         try:
             last_turn = int(data.get("last_turn") or 0)
@@ -138,7 +137,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
             await self._notice("That message is too long.", "error")
             return
         client_id = str(data.get("client_id") or "")[:100]
-        session_id = str(data.get("session_id") or "")
+        session_id = str(data.get("session_id") or "")[:100]
         if session_id and (self.conversation is None or self.conversation.session_id != session_id):
             await self._follow(session_id)
         if client_id and self.conversation is not None:
@@ -148,12 +147,22 @@ class ChatConsumer(AsyncWebsocketConsumer):
             ).aexists()
             if duplicate:
                 return
+        ids = data.get("attachment_ids") or []
+        ids = [ids] if isinstance(ids, str) else ids
+        content: str | list[dict[str, Any]] = text
+        if isinstance(ids, list) and ids:
+            content = [{"type": "text", "text": text}] + [
+                {"type": "attachment", "attachment_id": str(i)[:100]} for i in ids[:20]
+            ]
         turn_input = services.TurnInput(
-            messages=[{"role": "user", "content": text}],
-            session_id=self.conversation.session_id if self.conversation else None,
+            messages=[{"role": "user", "content": content}],
+            session_id=session_id or None,
             client_parent_message_id=client_id,
         )
-        await self._start(turn_input)
+        # The first message of a conversation (even one that files were uploaded to first)
+        # gives the page its address and the sidebar its entry.
+        first = self.conversation is None or not await self.conversation.messages.aexists()
+        await self._start(turn_input, announce=first)
 
     async def on_retry(self, data: dict[str, Any]) -> None:
         if self.conversation is None:
@@ -174,27 +183,36 @@ class ChatConsumer(AsyncWebsocketConsumer):
 
     # Helpers ----------------------------------------------------------------------------------
 
-    async def _follow(self, session_id: str) -> None:
-        conversation = await services.aget_conversation_for_user(self.user, session_id)
+    async def _follow(self, session_id: str) -> bool:
+        """Follow the user's conversation; False when no conversation has this id yet.
+
+        Another user's conversation raises Http404 (the socket closes)."""
+        conversation = await Conversation.objects.filter(session_id=session_id).afirst()
+        if conversation is None:
+            return False
+        if conversation.user_id != self.user.pk:
+            raise Http404("Conversation not found")
         if self.conversation is not None and self.conversation.pk != conversation.pk:
             await self.channel_layer.group_discard(
                 live.frames_group(self.conversation.pk), self.channel_name
             )
         self.conversation = conversation
         await self.channel_layer.group_add(live.frames_group(conversation.pk), self.channel_name)
+        return True
 
-    async def _start(self, turn_input: services.TurnInput) -> None:
+    async def _start(self, turn_input: services.TurnInput, announce: bool = False) -> None:
         try:
             prepared = await database_sync_to_async(services.prepare_turn)(self.user, turn_input)
         except turns.TurnInProgress:
             await self._notice("Wait for the current answer to finish, or stop it.", "error")
             return
         conversation = prepared.conversation
-        if prepared.created:
+        if self.conversation is None or self.conversation.pk != conversation.pk:
             self.conversation = conversation
             await self.channel_layer.group_add(
                 live.frames_group(conversation.pk), self.channel_name
             )
+        if announce:
             await self.send(text_data=await database_sync_to_async(self._announce)(conversation))
         turn = services.start_turn(prepared)
         root_id = await database_sync_to_async(services.turn_root_of)(prepared.assistant)

@@ -16,6 +16,7 @@ from channels.layers import get_channel_layer
 from django.conf import settings
 from django.template.loader import render_to_string
 
+from attachments import services as attachments
 from chat import history
 from chat.models import Conversation, Message
 from chat.rendering import render_markdown
@@ -57,6 +58,7 @@ def render_turn(conversation: Conversation, root_id: int, *, append: bool, live:
     view = history.turn_messages(conversation.pk, root_id)
     if view is None:
         return ""
+    attachments.annotate_messages(view.messages)
     if live is not None:
         for message in view.messages:
             if message.pk == live.assistant_message_id:

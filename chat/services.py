@@ -184,9 +184,7 @@ def prepare_turn(user, request: TurnInput) -> PreparedTurn:
 
     # The user's saved settings (presets app) apply unless the request body overrides them.
     saved = turn_settings_for(user)
-    model = (
-        request.model or saved.model or conversation.model or settings.OPENROUTER_DEFAULT_MODEL
-    )
+    model = request.model or saved.model or conversation.model or settings.OPENROUTER_DEFAULT_MODEL
     parent = None
     user_message = None
     new = [m for m in request.messages if m.get("role") != "assistant"]

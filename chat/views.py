@@ -7,9 +7,10 @@ from django.shortcuts import redirect, render
 from django.views.decorators.http import require_GET, require_POST
 from django_htmx.http import HttpResponseClientRedirect
 
+from attachments import services as attachments
 from chat import history, services
 from chat.decorators import staff_required
-from chat.models import Conversation, Message
+from chat.models import Conversation, Message, new_session_id
 
 MAX_MESSAGE_CHARS = 100_000
 
@@ -31,6 +32,7 @@ def _page_context(request, conversation: Conversation | None) -> dict:
     has_more = False
     if conversation is not None:
         messages, has_more = history.page_of_messages(conversation)
+        attachments.annotate_messages(messages)
         live = history.live_text(conversation.pk)
         for message in messages:
             if message.pk in live:
@@ -39,6 +41,8 @@ def _page_context(request, conversation: Conversation | None) -> dict:
     return {
         "conversation": conversation,
         "session_id": conversation.session_id if conversation else "",
+        # A new chat's id is chosen now, so files can be uploaded before the first message.
+        "new_session_id": new_session_id(),
         "conversations": history.list_conversations(request.user),
         "turns": history.group_turns(messages),
         "has_more": has_more,
@@ -72,6 +76,7 @@ def older_messages(request, session_id: str):
     except ValueError:
         return HttpResponse("before must be a message id", status=400)
     messages, has_more = history.page_of_messages(found, before=before)
+    attachments.annotate_messages(messages)
     context = {
         "conversation": found,
         "session_id": found.session_id,
@@ -110,5 +115,6 @@ def delete_message(request, session_id: str, message_id: int):
     view = history.turn_messages(found.pk, root_id) if root_id else None
     if view is None:
         return HttpResponse("")
+    attachments.annotate_messages(view.messages)
     context = {"turn": view, "session_id": found.session_id, "conversation": found}
     return render(request, "chat/chat.html#turn", context)

@@ -108,8 +108,9 @@ if (chat && composer) {
       awaitingTurn = false;
       clientId = newId();
     }
+    const input = document.getElementById("session-id");
     const id = sessionId();
-    if (id && location.pathname === "/") {
+    if (id && input.dataset.exists === "true" && location.pathname === "/") {
       history.replaceState(null, "", `/c/${encodeURIComponent(id)}/`);
     }
     addCodeCopyButtons(document);
