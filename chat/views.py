@@ -11,6 +11,8 @@ from attachments import services as attachments
 from chat import history, services
 from chat.decorators import staff_required
 from chat.models import Conversation, Message, new_session_id
+from presets.pages import next_model_for
+from presets.services import apply_default_preset, list_suggestions
 
 MAX_MESSAGE_CHARS = 100_000
 
@@ -48,7 +50,8 @@ def _page_context(request, conversation: Conversation | None) -> dict:
         "has_more": has_more,
         "oldest_id": messages[0].pk if messages else None,
         "running": any(m.status == "streaming" for m in messages),
-        "model": history.current_model(conversation),
+        "model": next_model_for(request.user, conversation),
+        "suggestions": list_suggestions(),
         "max_message_chars": MAX_MESSAGE_CHARS,
     }
 
@@ -56,7 +59,17 @@ def _page_context(request, conversation: Conversation | None) -> dict:
 @staff_required
 @require_GET
 def home(request):
+    # A new conversation starts from the default preset, when there is one.
+    apply_default_preset(request.user)
     return render(request, "chat/chat.html", _page_context(request, None))
+
+
+@staff_required
+@require_GET
+def model_indicator(request):
+    """The header's model badge, redrawn after the picker or a preset changed the model."""
+    context = {"model": next_model_for(request.user)}
+    return render(request, "chat/chat.html#model-indicator", context)
 
 
 @staff_required

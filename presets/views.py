@@ -26,7 +26,10 @@ def page(request):
 @require_GET
 def picker(request):
     """The picker's result list for the filter form's current values."""
-    name = "picker-results" if request.htmx else "picker"
+    # The filter form swaps only the results; anything else (the chat page's panel) gets it all.
+    name = (
+        "picker-results" if request.htmx and request.htmx.target == "picker-results" else "picker"
+    )
     query = request.GET if request.GET else None
     return render(request, f"{PANELS}#{name}", pages.picker_context(request.user, query))
 

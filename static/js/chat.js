@@ -123,6 +123,10 @@ if (chat && composer) {
     if (target.classList.contains("copy-message")) {
       const body = document.querySelector(target.dataset.copyTarget);
       if (body) copyText(body.innerText, target);
+    } else if (target.dataset.suggestionText) {
+      prompt.value = target.dataset.suggestionText;
+      autosize();
+      prompt.focus();
     } else if (target.classList.contains("copy-code")) {
       copyText(target.parentElement.querySelector("pre").innerText, target);
     }

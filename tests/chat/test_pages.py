@@ -10,7 +10,7 @@ pytestmark = pytest.mark.django_db
 
 
 @pytest.fixture
-def browser(client, user):
+def staff_client(client, user):
     client.force_login(user)
     return client
 
@@ -50,8 +50,8 @@ def test_login_page_logs_staff_in_and_refuses_others(client, make_user):
     assert ok.status_code == 302 and ok.url == "/"
 
 
-def test_empty_state_page_has_the_composer_and_a_strict_csp(browser):
-    response = browser.get("/")
+def test_empty_state_page_has_the_composer_and_a_strict_csp(staff_client):
+    response = staff_client.get("/")
     html = response.content.decode()
     assert 'id="empty-state"' in html
     assert 'ws-connect="/ws/chat/"' in html
@@ -64,14 +64,14 @@ def test_empty_state_page_has_the_composer_and_a_strict_csp(browser):
     assert '"selfRequestsOnly": true' in html and '"allowEval": false' in html
 
 
-def test_missing_api_key_is_said_on_the_page(browser, settings):
+def test_missing_api_key_is_said_on_the_page(staff_client, settings):
     settings.OPENROUTER_API_KEY = ""
-    assert "Chat needs an OpenRouter API key" in browser.get("/").content.decode()
+    assert "Chat needs an OpenRouter API key" in staff_client.get("/").content.decode()
     settings.OPENROUTER_API_KEY = "sk-set"
-    assert "Chat needs an OpenRouter API key" not in browser.get("/").content.decode()
+    assert "Chat needs an OpenRouter API key" not in staff_client.get("/").content.decode()
 
 
-def test_conversation_page_shows_messages_with_sanitised_content_in_hx_disable(browser, user):
+def test_conversation_page_shows_messages_with_sanitised_content_in_hx_disable(staff_client, user):
     conversation = Conversation.objects.create(user=user, title="Plans")
     Message.objects.create(
         conversation=conversation, role="user", content='<img src=x onerror="alert(1)">'
@@ -82,7 +82,7 @@ def test_conversation_page_shows_messages_with_sanitised_content_in_hx_disable(b
         content="**hi**",
         html="<p><strong>hi</strong></p>",
     )
-    html = browser.get(f"/c/{conversation.session_id}/").content.decode()
+    html = staff_client.get(f"/c/{conversation.session_id}/").content.decode()
     assert "&lt;img src=x onerror=&quot;alert(1)&quot;&gt;" in html
     assert "<strong>hi</strong>" in html
     bodies = re.findall(r'<div id="msg-\d+-body"[^>]*>', html)
@@ -90,73 +90,78 @@ def test_conversation_page_shows_messages_with_sanitised_content_in_hx_disable(b
     assert "<title>Plans · Chat</title>" in html
 
 
-def test_another_users_conversation_page_is_404(browser, other_user):
+def test_another_users_conversation_page_is_404(staff_client, other_user):
     theirs = Conversation.objects.create(user=other_user, title="secret plans")
-    response = browser.get(f"/c/{theirs.session_id}/")
+    response = staff_client.get(f"/c/{theirs.session_id}/")
     assert response.status_code == 404
     assert "secret plans" not in response.content.decode()
-    assert browser.get(f"/c/{theirs.session_id}/older?before=99").status_code == 404
-    assert browser.post(f"/c/{theirs.session_id}/rename", {"title": "x"}).status_code == 404
-    assert browser.post(f"/c/{theirs.session_id}/delete").status_code == 404
+    assert staff_client.get(f"/c/{theirs.session_id}/older?before=99").status_code == 404
+    assert staff_client.post(f"/c/{theirs.session_id}/rename", {"title": "x"}).status_code == 404
+    assert staff_client.post(f"/c/{theirs.session_id}/delete").status_code == 404
     assert Conversation.objects.filter(pk=theirs.pk, title="secret plans").exists()
 
 
 @pytest.mark.parametrize("turns", [5, 200])
-def test_conversation_page_query_count_does_not_grow_with_messages(browser, user, turns):
+def test_conversation_page_query_count_does_not_grow_with_messages(staff_client, user, turns):
     conversation = Conversation.objects.create(user=user)
     add_turns(conversation, turns)
     for i in range(3):
         Conversation.objects.create(user=user, title=f"other {i}")
+    staff_client.get("/")  # the first visit creates the user's model settings row
     with CaptureQueriesContext(connection) as queries:
-        response = browser.get(f"/c/{conversation.session_id}/")
+        response = staff_client.get(f"/c/{conversation.session_id}/")
     assert response.status_code == 200
-    # session + user + conversation + messages page + sidebar list
-    assert len(queries) == 5, [q["sql"] for q in queries]
+    # session, user, conversation, messages page, sidebar list, the user's model settings (next
+    # model), suggestions: the same at 10 and 400 messages. (Attachments cost one more query
+    # when messages have any: tests/attachments covers that.)
+    assert len(queries) == 7, [q["sql"] for q in queries]
 
 
-def test_page_shows_the_last_50_messages_and_scrolls_back_for_older(browser, user):
+def test_page_shows_the_last_50_messages_and_scrolls_back_for_older(staff_client, user):
     conversation = Conversation.objects.create(user=user)
     add_turns(conversation, 40)
-    html = browser.get(f"/c/{conversation.session_id}/").content.decode()
+    html = staff_client.get(f"/c/{conversation.session_id}/").content.decode()
     assert "question 39" in html and "question 15" in html and "question 14" not in html
     match = re.search(r'\?before=(\d+)"', html)
     assert match is not None
     oldest = int(match.group(1))
-    older = browser.get(f"/c/{conversation.session_id}/older?before={oldest}").content.decode()
+    older = staff_client.get(f"/c/{conversation.session_id}/older?before={oldest}").content.decode()
     assert "question 14" in older and "question 0" in older and "question 15" not in older
     assert 'id="older"' not in older, "nothing older is left"
-    assert browser.get(f"/c/{conversation.session_id}/older?before=x").status_code == 400
+    assert staff_client.get(f"/c/{conversation.session_id}/older?before=x").status_code == 400
 
 
-def test_rename_returns_the_updated_list_item(browser, user):
+def test_rename_returns_the_updated_list_item(staff_client, user):
     conversation = Conversation.objects.create(user=user, title="Old")
-    response = browser.post(f"/c/{conversation.session_id}/rename", {"title": "  New   name "})
+    response = staff_client.post(f"/c/{conversation.session_id}/rename", {"title": "  New   name "})
     assert response.status_code == 200
     assert 'class="conv-title">New name<' in response.content.decode()
     conversation.refresh_from_db()
     assert conversation.title == "New name"
 
 
-def test_delete_conversation_redirects_home(browser, user):
+def test_delete_conversation_redirects_home(staff_client, user):
     conversation = Conversation.objects.create(user=user)
     add_turns(conversation, 2)
-    response = browser.post(f"/c/{conversation.session_id}/delete", headers={"HX-Request": "true"})
+    response = staff_client.post(
+        f"/c/{conversation.session_id}/delete", headers={"HX-Request": "true"}
+    )
     assert response["HX-Redirect"] == "/"
     assert not Conversation.objects.exists() and not Message.objects.exists()
 
 
-def test_delete_message_removes_it_and_its_replies_and_redraws_the_turn(browser, user):
+def test_delete_message_removes_it_and_its_replies_and_redraws_the_turn(staff_client, user):
     conversation = Conversation.objects.create(user=user)
     question = Message.objects.create(conversation=conversation, role="user", content="q")
     answer = Message.objects.create(
         conversation=conversation, role="assistant", content="a", parent=question
     )
     url = f"/c/{conversation.session_id}/messages/{answer.pk}/delete"
-    response = browser.post(url)
+    response = staff_client.post(url)
     assert response.status_code == 200
     body = response.content.decode()
     assert f'id="turn-{question.pk}"' in body and f'id="msg-{answer.pk}"' not in body
-    response = browser.post(f"/c/{conversation.session_id}/messages/{question.pk}/delete")
+    response = staff_client.post(f"/c/{conversation.session_id}/messages/{question.pk}/delete")
     assert response.content == b""
     assert not Message.objects.exists()
-    assert browser.post(url).status_code == 404
+    assert staff_client.post(url).status_code == 404

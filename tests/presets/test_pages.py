@@ -10,7 +10,7 @@ from presets.models import Preset, Suggestion
 
 pytestmark = pytest.mark.django_db
 
-HTMX = {"HX-Request": "true"}
+HTMX = {"HX-Request": "true", "HX-Target": "picker-results"}
 
 
 @pytest.fixture
