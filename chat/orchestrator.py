@@ -9,6 +9,7 @@ message; cancellation (Stop, a client that went away) stores what arrived as `ca
 """
 
 import asyncio
+import functools
 import logging
 import time
 from collections.abc import AsyncIterator
@@ -106,13 +107,13 @@ def _checkpoint(message: Message, acc: Accumulator) -> None:
     )
 
 
-def _finalise(
+def _fill(
     message: Message, acc: Accumulator, status: str, error: str = "", started: float = 0.0
 ) -> Message:
+    """Put the finished round into `message`, in memory (no database)."""
     message.status = status
     message.content = acc.text
     message.reasoning = acc.reasoning_text
-    message.html = render_markdown(message.content)
     message.error = error
     message.finish_reason = acc.finish_reason
     message.generation_id = acc.generation_id
@@ -123,34 +124,58 @@ def _finalise(
     message.tool_calls = list(acc.tool_calls.values()) or None
     if started:
         message.duration_ms = int((time.monotonic() - started) * 1000)
+    return message
+
+
+def _save(message: Message) -> Message:
+    message.html = render_markdown(message.content)
     message.save()
     if not message.tool_calls:  # a round that asks for tools is not the end of the turn
         Conversation.objects.filter(pk=message.conversation_id).update(updated_at=timezone.now())
     return message
 
 
+def _finalise(
+    message: Message, acc: Accumulator, status: str, error: str = "", started: float = 0.0
+) -> Message:
+    return _save(_fill(message, acc, status, error, started))
+
+
 def _next_round(prepared: PreparedTurn, parent: Message) -> tuple[Message, list[dict[str, Any]]]:
     """The next round's `streaming` message and its prompt, in one trip to the database."""
-    message = Message.objects.create(
+    message = _new_round_message(prepared, parent)
+    return message, build_prompt(prepared.conversation, message)
+
+
+def _new_round_message(prepared: PreparedTurn, parent: Message) -> Message:
+    return Message.objects.create(
         conversation=prepared.conversation,
         parent=parent,
         role=Message.Role.ASSISTANT,
         status=Message.Status.STREAMING,
         model=prepared.model,
     )
-    return message, build_prompt(prepared.conversation, message)
 
 
-def _pause_message(prepared: PreparedTurn, parent: Message, text: str) -> Message:
-    return Message.objects.create(
-        conversation=prepared.conversation,
-        parent=parent,
-        role=Message.Role.ASSISTANT,
-        status=Message.Status.COMPLETE,
-        model=prepared.model,
-        content=text,
-        html=render_markdown(text),
-        finish_reason="tool_limit",
+def _pause_message(
+    prepared: PreparedTurn,
+    parent: Message,
+    text: str,
+    prepared_next: tuple[Message, Any] | None = None,
+) -> Message:
+    """The stored message that says the turn paused (the prepared next round becomes it)."""
+    message = _new_round_message(prepared, parent) if prepared_next is None else prepared_next[0]
+    message.status = Message.Status.COMPLETE
+    message.content = text
+    message.html = render_markdown(text)
+    message.finish_reason = "tool_limit"
+    message.save(update_fields=["status", "content", "html", "finish_reason", "updated_at"])
+    return message
+
+
+def _cancel_unstarted(message: Message) -> None:
+    Message.objects.filter(pk=message.pk).update(
+        status=Message.Status.CANCELLED, updated_at=timezone.now()
     )
 
 
@@ -251,26 +276,30 @@ async def run_turn(prepared: PreparedTurn, turn: Turn) -> AsyncIterator[Event]:
             yield Event("metadata", message_metadata(stored))
             return
 
-        # The calls start while the round is being stored (the message row already exists, so
-        # results can point at it); the round's `metadata` still comes before any `tool` event.
-        stored_round = asyncio.ensure_future(
-            _db(_finalise, current, acc, Message.Status.COMPLETE, "", started)
+        # The round is stored together with the first tool result (one trip to the database,
+        # none while the calls run); its `metadata` event goes out first, from memory.
+        stored = _fill(current, acc, Message.Status.COMPLETE, "", started)
+        yield Event("metadata", message_metadata(stored))
+        pending = toolloop.PendingRound(
+            stored, _save, len(calls), functools.partial(_next_round, prepared)
         )
         results: list[toolloop.CallResult] = []
         try:
-            async for event in toolloop.run_calls(
-                calls, entries, current, user_id, results, ready=stored_round
-            ):
+            async for event in toolloop.run_calls(calls, entries, pending, user_id, results):
                 yield event
+        except asyncio.CancelledError:
+            if pending.next is not None:  # the next round was prepared but never ran
+                await asyncio.shield(_db(_cancel_unstarted, pending.next[0]))
+            raise
         finally:
-            if not stored_round.done():
-                await asyncio.shield(stored_round)
+            unsaved = pending.take()
+            if unsaved is not None:  # no call got as far as storing a result (e.g. Stop)
+                await asyncio.shield(_db(_save, unsaved))
         for result in results:
             if result.ok or result.denied:
                 failures = 0 if result.ok else failures
             else:
                 failures += 1
-        stored = stored_round.result()
         last = next((r.message for r in reversed(results) if r.message is not None), stored)
         limit = None
         if failures >= settings.MCP_MAX_CONSECUTIVE_FAILURES:
@@ -284,13 +313,17 @@ async def run_turn(prepared: PreparedTurn, turn: Turn) -> AsyncIterator[Event]:
                 "hop_limit",
                 f"Paused after {rounds} model rounds with tools. Send a message to continue.",
             )
+        prepared_next = pending.next
         if limit is not None:
             status, text = limit
-            pause = await _db(_pause_message, prepared, last, text)
+            pause = await _db(_pause_message, prepared, last, text, prepared_next)
             turn.assistant_message_id = pause.pk
             yield Event("tool", {"status": status, "message": text, "message_id": pause.pk})
             yield Event("metadata", message_metadata(pause))
             return
-        current, prompt = await _db(_next_round, prepared, last)
+        if prepared_next is not None:
+            current, prompt = prepared_next
+        else:
+            current, prompt = await _db(_next_round, prepared, last)
         turn.assistant_message_id = current.pk
         turn.content, turn.reasoning = "", ""

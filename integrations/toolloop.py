@@ -9,7 +9,7 @@ import asyncio
 import json
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 from typing import Any
@@ -21,7 +21,6 @@ from django.contrib.auth import get_user_model
 from chat import openrouter
 from chat.models import Message
 from chat.rendering import render_markdown
-from chat.services import message_metadata
 from chat.turns import Event
 from integrations import services
 from integrations.registry import ServerUnavailable, ToolEntry, ToolOutcome, get_registry
@@ -169,6 +168,32 @@ def rejects_tools(exc: openrouter.UpstreamError) -> bool:
 # One round of calls --------------------------------------------------------------------------
 
 
+class PendingRound:
+    """The assistant message of a round that asked for tools, not yet saved: whoever stores the
+    first result (or waits for a person) saves it in the same trip to the database."""
+
+    def __init__(
+        self,
+        message: Message,
+        save: Callable[[Message], Message],
+        calls: int,
+        prepare_next: Callable[[Message], Any] | None = None,
+    ) -> None:
+        self.message = message
+        self.save = save
+        self._taken = False
+        # The last result to be stored also prepares the next round (same trip to the database).
+        self.remaining = calls
+        self.prepare_next = prepare_next
+        self.next: Any = None
+
+    def take(self) -> Message | None:
+        if self._taken:
+            return None
+        self._taken = True
+        return self.message
+
+
 @dataclass
 class CallResult:
     call_id: str
@@ -189,13 +214,18 @@ def cap(text: str, limit: int | None = None) -> str:
 
 
 def _store_result(
-    assistant: Message,
+    pending: PendingRound,
+    round_message: Message | None,
     call_id: str,
     name: str,
     server_id: str,
     outcome: ToolOutcome,
     duration_ms: int,
+    last: bool = False,
 ) -> Message:
+    if round_message is not None:
+        pending.save(round_message)
+    assistant = pending.message
     text = cap(outcome.text)
     parts = None
     if outcome.images:
@@ -205,7 +235,7 @@ def _store_result(
             for mime, data in outcome.images[:MAX_IMAGES]
             if mime.startswith("image/") and len(data) <= MAX_IMAGE_CHARS
         ] or None
-    return Message.objects.create(
+    stored = Message.objects.create(
         conversation_id=assistant.conversation_id,
         parent=assistant,
         role=Message.Role.TOOL,
@@ -219,35 +249,31 @@ def _store_result(
         routing={"mcp_server": server_id} if server_id else None,
         duration_ms=duration_ms,
     )
+    if last and pending.prepare_next is not None:
+        pending.next = pending.prepare_next(stored)
+    return stored
 
 
 async def run_calls(
     calls: list[dict[str, Any]],
     entries: list[ToolEntry],
-    assistant: Message,
+    pending: PendingRound,
     user_id: int,
     results: list[CallResult],
-    ready: "asyncio.Future[Message] | None" = None,
 ) -> AsyncIterator[Event]:
-    """Run one round's calls concurrently, yielding `tool` events; fills `results` in order.
-
-    `ready` is the storing of the round itself: the calls start at once, but the round's
-    `metadata` event is yielded first, when it is stored.
-    """
+    """Run one round's calls concurrently, yielding `tool` events; fills `results` in order."""
     by_name = {e.exposed: e for e in entries}
     queue: asyncio.Queue[Event] = asyncio.Queue()
     slots: list[CallResult | None] = [None] * len(calls)
 
     async def one(index: int, call: dict[str, Any]) -> None:
-        slots[index] = await _run_one(call, by_name, assistant, user_id, queue)
+        slots[index] = await _run_one(call, by_name, pending, user_id, queue)
 
     tasks = [asyncio.create_task(one(i, c)) for i, c in enumerate(calls)]
     waiter: asyncio.Future[Any] = asyncio.ensure_future(
         asyncio.gather(*tasks, return_exceptions=True)
     )
     try:
-        if ready is not None:
-            yield Event("metadata", message_metadata(await ready))
         while True:
             getter: asyncio.Future[Any] = asyncio.ensure_future(queue.get())
             done, _ = await asyncio.wait([getter, waiter], return_when=asyncio.FIRST_COMPLETED)
@@ -275,7 +301,7 @@ async def run_calls(
 async def _run_one(
     call: dict[str, Any],
     by_name: dict[str, ToolEntry],
-    assistant: Message,
+    pending: PendingRound,
     user_id: int,
     queue: asyncio.Queue[Event],
 ) -> CallResult:
@@ -287,7 +313,18 @@ async def _run_one(
 
     async def finish(outcome: ToolOutcome, denied: bool = False) -> CallResult:
         duration = int((time.monotonic() - started) * 1000)
-        stored = await _db(_store_result, assistant, call_id, name, server_id, outcome, duration)
+        pending.remaining -= 1
+        stored = await _db(
+            _store_result,
+            pending,
+            pending.take(),
+            call_id,
+            name,
+            server_id,
+            outcome,
+            duration,
+            pending.remaining == 0,
+        )
         status = "finished" if outcome.ok else "error"
         queue.put_nowait(
             Event(
@@ -320,6 +357,9 @@ async def _run_one(
         return await finish(ToolOutcome(False, f"Invalid arguments for {name}: {exc}"))
 
     if services.needs_approval(entry.config.approval_policy, entry.tool.read_only):
+        unsaved = pending.take()
+        if unsaved is not None:  # a person may take minutes: store the round first
+            await _db(pending.save, unsaved)
         future = services.register_approval(user_id, call_id)
         queue.put_nowait(
             Event(
