@@ -2,6 +2,7 @@ import pytest
 from playwright.sync_api import Page, expect
 
 from chat.models import Message
+from tests.browser.test_chat_page import SCREENSHOTS
 from tests.presets.catalogue_data import build_catalogue
 from tests.presets.conftest import FAKE_MODELS
 
@@ -32,6 +33,7 @@ def test_filter_the_picker_in_the_chat_page_pick_a_model_and_the_answer_comes_fr
     expect(panel.locator(".picker-empty")).to_be_visible()
     panel.locator("input[name=tools]").uncheck()
     expect(results).to_have_count(1)
+    page.screenshot(path=SCREENSHOTS / "model-picker.png")
     results.first.locator(".picker-choose-button").click()
     expect(page.locator("#picker-current")).to_contain_text("fake/reasoning")
     expect(page.locator("#model-indicator")).to_have_text("fake/reasoning")
@@ -68,3 +70,7 @@ def test_suggestion_chip_fills_the_prompt_and_details_show_the_generation(
     details = answer.locator(".generation-details")
     expect(details).to_contain_text("FakeProvider")
     expect(details).to_contain_text("gen-")
+    page.locator(".settings-toggle").click()
+    expect(page.locator("#settings-pop .settings-panel")).to_be_visible()
+    expect(page.locator("#settings-pop .presets-panel")).to_be_visible()
+    page.screenshot(path=SCREENSHOTS / "settings.png")
