@@ -23,10 +23,12 @@ class Counting:
         self.app = app
         self.transport = transport
         self.sessions = 0
+        self.headers: list[dict[bytes, bytes]] = []
 
     async def __call__(self, scope, receive, send):
         if scope["type"] == "http":
             headers = dict(scope["headers"])
+            self.headers.append(headers)
             if self.transport == "sse":
                 if scope["method"] == "GET" and scope["path"].endswith("/sse"):
                     self.sessions += 1
@@ -38,8 +40,10 @@ class Counting:
 class McpHttpServer:
     """A real MCP server (SDK) served by uvicorn on 127.0.0.1 in a thread, with its lifespan."""
 
-    def __init__(self, name: str, transport: str = "streamable_http", port: int = 0) -> None:
-        self.mcp = build(name)
+    def __init__(
+        self, name: str, transport: str = "streamable_http", port: int = 0, mcp=None
+    ) -> None:
+        self.mcp = mcp or build(name)
         app = self.mcp.sse_app() if transport == "sse" else self.mcp.streamable_http_app()
         self.app = Counting(app, transport)
         self.transport = transport
@@ -83,8 +87,8 @@ async def mcp_server():
     """Factory: start a real MCP server over HTTP (`streamable_http` or `sse`)."""
     started: list[McpHttpServer] = []
 
-    def make(name: str = "alpha", transport: str = "streamable_http", port: int = 0):
-        server = McpHttpServer(name, transport, port).start()
+    def make(name: str = "alpha", transport: str = "streamable_http", port: int = 0, mcp=None):
+        server = McpHttpServer(name, transport, port, mcp).start()
         started.append(server)
         return server
 

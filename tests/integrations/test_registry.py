@@ -130,3 +130,50 @@ async def test_a_dropped_http_server_is_reconnected_when_it_comes_back(mcp_serve
     assert await eventually(lambda: conn.connected and conn.connects == 2, timeout=10)
     assert (await get_registry().call(entries["add"], {"a": 1, "b": 2})).text == "3"
     assert again.sessions == 1
+
+
+def paginating_server():
+    """A low-level SDK server listing 5 tools over 3 pages."""
+    import mcp_types as types
+    from mcp.server.lowlevel import Server
+
+    tools = [
+        types.Tool(name=f"tool{i}", description=f"Tool {i}", input_schema={"type": "object"})
+        for i in range(5)
+    ]
+
+    async def list_tools(ctx, params):
+        start = int(params.cursor) if params and params.cursor else 0
+        end = start + 2
+        return types.ListToolsResult(
+            tools=tools[start:end], next_cursor=str(end) if end < len(tools) else None
+        )
+
+    async def call_tool(ctx, params):
+        return types.CallToolResult(content=[types.TextContent(type="text", text=params.name)])
+
+    return Server("pages", on_list_tools=list_tools, on_call_tool=call_tool)
+
+
+async def test_tools_list_is_read_across_pages(mcp_server, add_server):
+    server = mcp_server("pages", mcp=paginating_server())
+    add_server("pages", server.url)
+
+    entries = await get_registry().catalogue()
+
+    assert names(entries) == ["tool0", "tool1", "tool2", "tool3", "tool4"]
+    assert (await get_registry().call(entries[4], {})).text == "tool4"
+
+
+async def test_extra_headers_and_the_bearer_secret_are_sent(mcp_server, add_server):
+    alpha = mcp_server("alpha")
+    server = add_server("alpha", alpha.url, headers={"X-Tenant": "t-1"})
+    server.set_secret("tok-abc")
+    await server.asave()
+
+    await get_registry().catalogue()
+
+    assert alpha.app.headers
+    for headers in alpha.app.headers:
+        assert headers[b"x-tenant"] == b"t-1"
+        assert headers[b"authorization"] == b"Bearer tok-abc"
