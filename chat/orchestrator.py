@@ -270,6 +270,9 @@ async def run_turn(prepared: PreparedTurn, turn: Turn) -> AsyncIterator[Event]:
         if not offer_tools:
             acc.tool_calls.clear()  # a model offered no tools cannot call one
         calls = [c for c in acc.tool_calls.values() if c["function"]["name"]]
+        for index, call in enumerate(calls):
+            # Results are matched to calls by id (and approvals answered by it): never empty.
+            call["id"] = call["id"] or f"call_{current.pk}_{index}"
         acc.tool_calls = dict(enumerate(calls))
         if not calls:
             stored = await _db(_finalise, current, acc, Message.Status.COMPLETE, "", started)

@@ -24,7 +24,7 @@ from django.conf import settings
 from django.utils import timezone
 from mcp import ClientSession
 from mcp.client.sse import sse_client
-from mcp.client.stdio import StdioServerParameters, stdio_client
+from mcp.client.stdio import StdioServerParameters, get_default_environment, stdio_client
 from mcp.client.streamable_http import streamable_http_client
 from mcp.shared.exceptions import MCPError
 from mcp_types import CONNECTION_CLOSED
@@ -164,7 +164,8 @@ class Connection:
             headers["Authorization"] = f"Bearer {c.secret}"
         timeout = httpx2.Timeout(c.connect_timeout, read=300.0)
         if c.transport == McpServer.Transport.STDIO:
-            env = dict(c.env) or None
+            # Configured variables add to the SDK's safe default environment (PATH, HOME...).
+            env = {**get_default_environment(), **dict(c.env)} if c.env else None
             # Relative module paths (the bundled server) resolve from the project directory.
             params = StdioServerParameters(
                 command=c.command, args=list(c.args), env=env, cwd=settings.BASE_DIR
