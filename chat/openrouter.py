@@ -3,6 +3,7 @@
 Any OpenAI-compatible server works (OPENROUTER_BASE_URL), e.g. a local llama.cpp or Ollama.
 """
 
+import codecs
 import json
 import logging
 from collections.abc import AsyncIterator
@@ -105,6 +106,27 @@ def _transport_error(exc: httpx.HTTPError) -> UpstreamError:
     return UpstreamError("The connection to the model API dropped mid-stream")
 
 
+async def _data_lines(response: httpx.Response) -> AsyncIterator[str]:
+    """The `data:` lines of an event stream, decoded as UTF-8 across chunk boundaries.
+
+    Splitting the bytes here costs a third of what httpx's line iterator does per chunk (it
+    stacks three generators: text, decoded bytes, raw bytes); comments and blank separators are
+    dropped."""
+    decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+    pending = ""
+    async for raw in response.aiter_bytes():
+        pending += decoder.decode(raw)
+        if "\n" not in pending:
+            continue
+        *lines, pending = pending.split("\n")
+        for line in lines:
+            if line.startswith("data:"):
+                yield line.rstrip("\r")
+    pending += decoder.decode(b"", final=True)
+    if pending.startswith("data:"):
+        yield pending.rstrip("\r")
+
+
 async def stream_chat(body: dict[str, Any]) -> AsyncIterator[tuple[str, dict[str, Any]]]:
     """Stream a chat completion, yielding (raw data line, parsed chunk) per upstream chunk.
 
@@ -122,9 +144,7 @@ async def stream_chat(body: dict[str, Any]) -> AsyncIterator[tuple[str, dict[str
                 await response.aread()
                 raise _error_from_response(response)
             finished = False
-            async for line in response.aiter_lines():
-                if not line.startswith("data:"):
-                    continue  # blank separators, comments and other SSE fields
+            async for line in _data_lines(response):
                 data = line[5:].strip()
                 if data == "[DONE]":
                     return
