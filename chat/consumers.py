@@ -206,6 +206,8 @@ class ChatConsumer(AsyncWebsocketConsumer):
         except turns.TurnInProgress:
             await self._notice("Wait for the current answer to finish, or stop it.", "error")
             return
+        except services.DuplicateMessage:
+            return  # the same send arrived twice: its turn already exists
         conversation = prepared.conversation
         if self.conversation is None or self.conversation.pk != conversation.pk:
             self.conversation = conversation

@@ -127,6 +127,10 @@ def recover_interrupted_messages(older_than: timedelta | None = None) -> int:
 # Chat turn ----------------------------------------------------------------------------------
 
 
+class DuplicateMessage(Exception):
+    """A message with this client id is already stored: it makes no second turn."""
+
+
 @dataclass
 class TurnInput:
     """What a chat request asks for, already validated."""
@@ -181,6 +185,14 @@ def prepare_turn(user, request: TurnInput) -> PreparedTurn:
         created = True
     if turns.is_running(conversation.pk) or conversation.messages.streaming().exists():
         raise turns.TurnInProgress(conversation.pk)
+    if (
+        request.client_parent_message_id
+        and conversation.messages.filter(
+            client_message_id=request.client_parent_message_id, role=Message.Role.USER
+        ).exists()
+    ):
+        # The same message sent twice (a double click, a resend after reconnecting).
+        raise DuplicateMessage(request.client_parent_message_id)
 
     # The user's saved settings (presets app) apply unless the request body overrides them.
     saved = turn_settings_for(user)

@@ -74,6 +74,15 @@ def _upstream(request, exc: UpstreamError):
     return response
 
 
+@api.exception_handler(services.DuplicateMessage)
+def _duplicate(request, exc):
+    return api.create_response(
+        request,
+        {"detail": "This message was already received (same client message id)"},
+        status=409,
+    )
+
+
 @api.exception_handler(TurnInProgress)
 def _busy(request, exc):
     return api.create_response(

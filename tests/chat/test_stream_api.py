@@ -198,3 +198,15 @@ async def test_idle_stream_sends_ping_comments(aapi, fake_openrouter, settings):
     events, comments = await read_stream(response)
     assert ": ping" in comments
     assert events[-1].data == "[DONE]"
+
+
+async def test_resending_the_same_client_message_makes_no_second_turn(aapi, fake_openrouter):
+    metadata = {"client_parent_message_id": "m-1"}
+    first = await post_stream(aapi, metadata=metadata)
+    events, _ = await read_stream(first)
+    session_id = events[0].json["session_id"]
+    again = await post_stream(aapi, session_id=session_id, metadata=metadata)
+    assert again.status_code == 409
+    assert "already received" in again.json()["detail"]
+    assert await Message.objects.filter(role="user").acount() == 1
+    assert len(fake_openrouter.requests) == 1
