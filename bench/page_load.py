@@ -199,8 +199,13 @@ def main() -> int:
         load = (load_start, os.getloadavg()[0])
 
         if args.profile:
-            from pyinstrument import Profiler
-
+            try:
+                from pyinstrument import Profiler
+            except ImportError:
+                raise SystemExit(
+                    "--profile needs pyinstrument (not a project dependency): "
+                    "uv pip install pyinstrument"
+                ) from None
             profiler = Profiler(interval=0.0005)
             with profiler:
                 for _ in range(50):
