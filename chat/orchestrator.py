@@ -161,10 +161,10 @@ def _pause_message(
     prepared: PreparedTurn,
     parent: Message,
     text: str,
-    prepared_next: tuple[Message, Any] | None = None,
+    prepared_next: Message | None = None,
 ) -> Message:
     """The stored message that says the turn paused (the prepared next round becomes it)."""
-    message = _new_round_message(prepared, parent) if prepared_next is None else prepared_next[0]
+    message = _new_round_message(prepared, parent) if prepared_next is None else prepared_next
     message.status = Message.Status.COMPLETE
     message.content = text
     message.html = render_markdown(text)
@@ -215,6 +215,7 @@ async def run_turn(prepared: PreparedTurn, turn: Turn) -> AsyncIterator[Event]:
         last_checkpoint = started
         if prompt is None:
             prompt = await _db(build_prompt, prepared.conversation, current)
+        sent = prompt
         body = {
             **prepared.params,
             "model": prepared.model,
@@ -284,7 +285,7 @@ async def run_turn(prepared: PreparedTurn, turn: Turn) -> AsyncIterator[Event]:
         stored = _fill(current, acc, Message.Status.COMPLETE, "", started)
         yield Event("metadata", message_metadata(stored))
         pending = toolloop.PendingRound(
-            stored, _save, len(calls), functools.partial(_next_round, prepared)
+            stored, _save, len(calls), functools.partial(_new_round_message, prepared)
         )
         results: list[toolloop.CallResult] = []
         try:
@@ -292,7 +293,7 @@ async def run_turn(prepared: PreparedTurn, turn: Turn) -> AsyncIterator[Event]:
                 yield event
         except asyncio.CancelledError:
             if pending.next is not None:  # the next round was prepared but never ran
-                await asyncio.shield(_db(_cancel_unstarted, pending.next[0]))
+                await asyncio.shield(_db(_cancel_unstarted, pending.next))
             raise
         finally:
             unsaved = pending.take()
@@ -324,8 +325,19 @@ async def run_turn(prepared: PreparedTurn, turn: Turn) -> AsyncIterator[Event]:
             yield Event("tool", {"status": status, "message": text, "message_id": pause.pk})
             yield Event("metadata", message_metadata(pause))
             return
-        if prepared_next is not None:
-            current, prompt = prepared_next
+        if prepared_next is not None and all(r.message is not None for r in results):
+            # Every call has its stored result: the next prompt is this one plus the round and
+            # its results (what build_prompt would read back), with no trip to the database.
+            current = prepared_next
+            prompt = [
+                *sent,
+                {"role": "assistant", "content": stored.content, "tool_calls": calls},
+                *(
+                    {"role": "tool", "tool_call_id": r.call_id, "content": r.message.content}
+                    for r in results
+                    if r.message is not None
+                ),
+            ]
         else:
             current, prompt = await _db(_next_round, prepared, last)
         turn.assistant_message_id = current.pk

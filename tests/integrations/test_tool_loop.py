@@ -295,3 +295,23 @@ async def test_two_users_call_the_same_server_at_once(
         async for m in Message.objects.filter(role="tool").select_related("conversation")
     }
     assert owners == {user.pk, other_user.pk}
+
+
+async def test_next_round_prompt_matches_what_the_history_reads_back(
+    aapi, fake_openrouter, mcp_server, add_server
+):
+    from chat.models import Conversation
+    from chat.services import build_prompt
+
+    add_server("alpha", mcp_server("alpha").url)
+    set_calls(fake_openrouter, ("add", {"a": 1, "b": 2}), ("echo", {"text": "hi"}))
+    events = await chat(aapi)
+
+    conversation = await Conversation.objects.aget(session_id=events[0].json["session_id"])
+    final = await conversation.messages.filter(role="assistant").alast()
+    expected = await sync_to_async(build_prompt)(conversation, final)
+    sent = fake_openrouter.requests[1]["body"]["messages"]
+    # The same messages (tool results may be stored in finishing order: compare as sets).
+    assert sent[0]["role"] == expected[0]["role"] == "system"
+    assert sent[1:3] == expected[1:3]
+    assert sorted(map(str, sent[3:])) == sorted(map(str, expected[3:]))
