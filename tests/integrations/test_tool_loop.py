@@ -309,6 +309,7 @@ async def test_next_round_prompt_matches_what_the_history_reads_back(
 
     conversation = await Conversation.objects.aget(session_id=events[0].json["session_id"])
     final = await conversation.messages.filter(role="assistant").alast()
+    assert final is not None
     expected = await sync_to_async(build_prompt)(conversation, final)
     sent = fake_openrouter.requests[1]["body"]["messages"]
     # The same messages (tool results may be stored in finishing order: compare as sets).
