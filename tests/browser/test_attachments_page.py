@@ -1,6 +1,7 @@
 """The composer's attachments in a real browser: paste, pick, progress, chips, errors, history."""
 
 import base64
+import re
 import struct
 import zlib
 from pathlib import Path
@@ -216,3 +217,43 @@ def test_screenshot_of_a_message_with_an_image_and_a_pdf(
     wait_image_loaded(page, "#composer-attachments img", 96)
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(SCREENSHOTS / "attachments.png"))
+
+
+def test_dropping_files_on_the_chat_column_uploads_them(page: Page, logged_in, user):
+    open_new_chat(page, logged_in.url)
+    page.evaluate(
+        """([b64]) => {
+            const bytes = Uint8Array.from(atob(b64), (c) => c.charCodeAt(0));
+            const data = new DataTransfer();
+            data.items.add(new File([bytes], "dropped.pdf", { type: "application/pdf" }));
+            const target = document.getElementById("messages");
+            for (const type of ["dragenter", "dragover"]) {
+                target.dispatchEvent(new DragEvent(type, {
+                    dataTransfer: data, bubbles: true, cancelable: true,
+                }));
+            }
+            window.highlighted = document.getElementById("chat").classList.contains("drop-target");
+            target.dispatchEvent(new DragEvent("drop", {
+                dataTransfer: data, bubbles: true, cancelable: true,
+            }));
+        }""",
+        [base64.b64encode(PDF).decode()],
+    )
+    assert page.evaluate("window.highlighted"), "the column shows where to drop"
+    expect(page.locator("#chat")).not_to_have_class(re.compile(r"drop-target"))
+    chip = page.locator("#composer-attachments .composer-attachment-pdf")
+    expect(chip.locator(".attachment-chip-name")).to_have_text("dropped.pdf")
+    assert Attachment.objects.get(user=user).original_name == "dropped.pdf"
+
+
+def test_a_file_over_the_limit_is_refused_with_a_clear_message(
+    page: Page, logged_in, user, settings
+):
+    settings.ATTACHMENTS_MAX_SIZE_BYTES = 50_000
+    open_new_chat(page, logged_in.url)
+    big = png_bytes(300, 300)
+    assert len(big) > 50_000
+    page.locator("#attach-input").set_input_files(files=[payload("huge.png", "image/png", big)])
+    expect(page.locator("#notices .notice-error")).to_contain_text("huge.png is too large")
+    expect(page.locator("#composer-attachments li")).to_have_count(0)
+    assert not Attachment.objects.filter(user=user).exists()
