@@ -131,7 +131,11 @@ class ChatConsumer(AsyncWebsocketConsumer):
 
     async def on_send(self, data: dict[str, Any]) -> None:
         text = str(data.get("message") or "").strip()
-        if not text:
+        ids = data.get("attachment_ids") or []
+        ids = [ids] if isinstance(ids, str) else ids
+        if not isinstance(ids, list):
+            ids = []
+        if not text and not ids:
             return
         if len(text) > MAX_MESSAGE_CHARS:
             await self._notice("That message is too long.", "error")
@@ -147,13 +151,11 @@ class ChatConsumer(AsyncWebsocketConsumer):
             ).aexists()
             if duplicate:
                 return
-        ids = data.get("attachment_ids") or []
-        ids = [ids] if isinstance(ids, str) else ids
         content: str | list[dict[str, Any]] = text
-        if isinstance(ids, list) and ids:
-            content = [{"type": "text", "text": text}] + [
-                {"type": "attachment", "attachment_id": str(i)[:100]} for i in ids[:20]
-            ]
+        if ids:
+            # Files alone are a message too: the model gets them without a text part.
+            content = [{"type": "text", "text": text}] if text else []
+            content += [{"type": "attachment", "attachment_id": str(i)[:100]} for i in ids[:20]]
         turn_input = services.TurnInput(
             messages=[{"role": "user", "content": content}],
             session_id=session_id or None,
@@ -202,7 +204,9 @@ class ChatConsumer(AsyncWebsocketConsumer):
 
     async def _start(self, turn_input: services.TurnInput, announce: bool = False) -> None:
         try:
-            prepared = await database_sync_to_async(services.prepare_turn)(self.user, turn_input)
+            prepared, root_id, frame = await database_sync_to_async(self._prepare)(
+                turn_input, append=turn_input.retry_of is None
+            )
         except turns.TurnInProgress:
             await self._notice("Wait for the current answer to finish, or stop it.", "error")
             return
@@ -217,12 +221,15 @@ class ChatConsumer(AsyncWebsocketConsumer):
         if announce:
             await self.send(text_data=await database_sync_to_async(self._announce)(conversation))
         turn = services.start_turn(prepared)
-        root_id = await database_sync_to_async(services.turn_root_of)(prepared.assistant)
-        frame = await database_sync_to_async(live.render_turn)(
-            conversation, root_id, append=turn_input.retry_of is None, live=turn
-        )
         await live.broadcast(conversation.pk, frame + live.render_turn_state(True))
         live.start(turn, conversation, root_id)
+
+    def _prepare(self, turn_input: services.TurnInput, append: bool):
+        """Store the turn and draw it, in one trip to the database thread."""
+        prepared = services.prepare_turn(self.user, turn_input)
+        root_id = services.turn_root_of(prepared.assistant)
+        frame = live.render_turn(prepared.conversation, root_id, append=append, live=None)
+        return prepared, root_id, frame
 
     def _announce(self, conversation: Conversation) -> str:
         """A new conversation: the page learns its id, and the sidebar lists it."""
@@ -236,6 +243,14 @@ class ChatConsumer(AsyncWebsocketConsumer):
         await self.send(text_data=await database_sync_to_async(live.render_notice)(message, kind))
 
     # Frames to the page -----------------------------------------------------------------------
+
+    async def dispatch(self, message: dict[str, Any]) -> None:
+        # Frames go straight out: the base class first closes stale database connections in a
+        # thread, a hop per frame per page that frames (which touch no database) do not need.
+        if message["type"] == "chat.frame":
+            await self.send(text_data=message["html"])
+            return
+        await super().dispatch(message)
 
     async def chat_frame(self, event: dict[str, Any]) -> None:
         await self.send(text_data=event["html"])

@@ -19,7 +19,7 @@ from django.template.loader import render_to_string
 from attachments import services as attachments
 from chat import history
 from chat.models import Conversation, Message
-from chat.rendering import render_markdown
+from chat.rendering import StreamingMarkdown, render_markdown
 from chat.turns import END, Event, Turn
 
 log = logging.getLogger(__name__)
@@ -73,9 +73,12 @@ def render_turn(conversation: Conversation, root_id: int, *, append: bool, live:
     return html
 
 
-def render_content(message_id: int, content: str, reasoning: str) -> str:
+def render_content(
+    message_id: int, content: str, reasoning: str, markdown: StreamingMarkdown | None = None
+) -> str:
     message = Message(pk=message_id, status=Message.Status.STREAMING)
-    message.live_html = render_markdown(content)  # type: ignore[attr-defined]
+    html = markdown.render(content) if markdown is not None else render_markdown(content)
+    message.live_html = html  # type: ignore[attr-defined]
     message.live_reasoning = reasoning  # type: ignore[attr-defined]
     html = render_to_string("chat/chat.html#body", {"m": message})
     if reasoning:
@@ -125,6 +128,8 @@ async def publish(
     interval = settings.CHAT_FRAME_SECONDS
     last_frame = 0.0
     dirty = False
+    markdown = StreamingMarkdown()
+    drawn_message_id = turn.assistant_message_id  # the message the page has an element for
     try:
         while True:
             timeout = max(0.0, last_frame + interval - time.monotonic()) if dirty else None
@@ -138,21 +143,31 @@ async def publish(
                 break
             if event is not None and event.name == "message":
                 dirty = True
-            elif event is not None:
-                # Tool calls, stored hops and notices change the turn's shape: redraw it whole.
+            elif event is not None and event.name != "metadata":
+                # Tool calls and notices change the turn's shape: redraw it whole. (A stored
+                # answer needs no redraw: the next tool event or the end redraws.)
                 if event.name == "notice":
                     await broadcast(conversation.pk, render_notice(event.data.get("message", "")))
                 html = await sync_to_async(render_turn)(
                     conversation, root_id, append=False, live=turn
                 )
                 await broadcast(conversation.pk, html)
+                drawn_message_id = turn.assistant_message_id
                 dirty = False
                 last_frame = time.monotonic()
                 continue
             if dirty and time.monotonic() - last_frame >= interval:
                 message_id = turn.assistant_message_id
-                if message_id is not None:
-                    html = render_content(message_id, turn.content, turn.reasoning)
+                if message_id is not None and message_id != drawn_message_id:
+                    # A new model round stores a new message: draw it before filling it.
+                    markdown = StreamingMarkdown()
+                    html = await sync_to_async(render_turn)(
+                        conversation, root_id, append=False, live=turn
+                    )
+                    drawn_message_id = message_id
+                    await broadcast(conversation.pk, html)
+                elif message_id is not None:
+                    html = render_content(message_id, turn.content, turn.reasoning, markdown)
                     await broadcast(conversation.pk, html)
                 dirty = False
                 last_frame = time.monotonic()

@@ -107,6 +107,52 @@ def render_markdown(text: str) -> SafeString:
     return mark_safe(sanitize_html(_markdown().render(text)))  # noqa: S308 - sanitised above
 
 
+_FENCES = ("```", "~~~")
+
+
+class StreamingMarkdown:
+    """Renders a growing answer for live frames without re-rendering all of it each time.
+
+    Blocks that are finished (text before the last blank line outside a code fence) are
+    rendered once and kept; each frame renders only the unfinished tail. Each piece is
+    sanitised on its own, so the joined HTML is as safe as `render_markdown`'s. (A loose list
+    split at a blank line shows as two lists until the answer is stored, which renders it whole.)
+    """
+
+    def __init__(self) -> None:
+        self.done_html: list[str] = []
+        self.done_upto = 0  # characters of the text rendered into done_html
+        self.scanned = 0  # characters scanned for block boundaries
+        self.in_fence = False
+
+    def render(self, text: str) -> SafeString:
+        if len(text) < self.done_upto:  # not the text this renderer has seen: start over
+            self.__init__()  # type: ignore[misc]
+        boundary = self._scan(text)
+        if boundary > self.done_upto:
+            self.done_html.append(render_markdown(text[self.done_upto : boundary]))
+            self.done_upto = boundary
+        tail = render_markdown(text[self.done_upto :])
+        return mark_safe("".join(self.done_html) + tail)  # noqa: S308 - pieces sanitised
+
+    def _scan(self, text: str) -> int:
+        """Advance over complete lines; return the last block boundary outside a fence."""
+        boundary = self.done_upto
+        end = text.rfind("\n", self.scanned)
+        if end < 0:
+            return boundary
+        position = self.scanned
+        for line in text[self.scanned : end].split("\n"):
+            stripped = line.strip()
+            if stripped.startswith(_FENCES):
+                self.in_fence = not self.in_fence
+            elif not stripped and not self.in_fence and position > self.done_upto:
+                boundary = position
+            position += len(line) + 1
+        self.scanned = end + 1
+        return boundary
+
+
 def stored_html(html: str) -> SafeString:
     """Mark HTML that `render_markdown` produced earlier (and that was stored) as safe."""
     return mark_safe(html)  # noqa: S308 - only ever output of render_markdown

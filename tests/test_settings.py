@@ -34,7 +34,7 @@ def test_embedded_defaults_need_nothing(tmp_path):
     assert result.returncode == 0, result.stderr
     assert result.stdout.split() == [
         "django.db.backends.sqlite3",
-        "channels.layers.InMemoryChannelLayer",
+        "chat.layers.InMemoryChannelLayer",
         "120.0",
         "IMMEDIATE",
     ]

@@ -246,16 +246,6 @@ if (chat && composer && input && list) {
     },
     true,
   );
-  // Runs after chat.js's listener, which refuses a message without text.
-  composer.addEventListener("htmx:wsConfigSend", (event) => {
-    if (event.target !== composer || !event.defaultPrevented || pending.size) return;
-    const turnState = document.getElementById("turn-state");
-    const running = turnState && turnState.dataset.running === "true";
-    if (!running && !prompt.value.trim() && list.querySelector("input[name=attachment_ids]")) {
-      notify("Add a message to send with your attachments.");
-      prompt.focus();
-    }
-  });
   // Sent: the files now belong to the message (its history shows them).
   composer.addEventListener("htmx:wsAfterSend", (event) => {
     if (event.target !== composer) return;

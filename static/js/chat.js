@@ -76,7 +76,8 @@ if (chat && composer) {
 
   composer.addEventListener("htmx:wsConfigSend", (event) => {
     if (event.target !== composer) return;
-    if (running() || !prompt.value.trim()) {
+    const hasFiles = composer.querySelector("input[name=attachment_ids]");
+    if (running() || (!prompt.value.trim() && !hasFiles)) {
       event.preventDefault();
       return;
     }

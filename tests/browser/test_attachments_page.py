@@ -159,14 +159,29 @@ def test_attach_button_shows_a_pdf_chip_and_removing_it_deletes_the_upload(
     attachment = Attachment.objects.get(user=user)
     assert chip.get_attribute("data-attachment-id") == attachment.public_id
 
-    # Files alone are not a message: the page says what is missing and sends nothing.
-    page.locator("#prompt").press("Enter")
-    expect(page.locator("#notices")).to_contain_text("Add a message to send with your attachments")
-    expect(page.locator(".msg-user")).to_have_count(0)
-
     chip.locator(".composer-attachment-remove").click()
     expect(chip).to_have_count(0)
     assert not Attachment.objects.filter(pk=attachment.pk, delete_pending=False).exists()
+
+
+def test_a_file_alone_is_a_message_and_reaches_the_model_as_a_file_part(
+    page: Page, logged_in, user, fake_openrouter
+):
+    open_new_chat(page, logged_in.url)
+    page.locator("#attach-input").set_input_files(
+        files=[payload("report.pdf", "application/pdf", PDF)]
+    )
+    expect(page.locator("#composer-attachments .composer-attachment-pdf")).to_be_visible()
+    page.locator("#prompt").press("Enter")
+    expect(page.locator(".msg-assistant.status-complete")).to_be_visible()
+    expect(page.locator(".msg-user .msg-attachments .attachment-chip")).to_have_count(1)
+    page.reload()
+    expect(page.locator(".msg-user .attachment-chip-name")).to_have_text("report.pdf")
+    streamed = [r for r in fake_openrouter.requests if r["body"].get("stream")]
+    parts = streamed[-1]["body"]["messages"][-1]["content"]
+    assert [p["type"] for p in parts] == ["file"]
+    assert parts[0]["file"]["filename"] == "report.pdf"
+    assert parts[0]["file"]["file_data"].startswith("data:application/pdf;base64,")
 
 
 def test_an_svg_renamed_png_is_refused_with_a_clear_message(page: Page, logged_in, user):

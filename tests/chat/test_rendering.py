@@ -81,3 +81,30 @@ def test_code_blocks_are_highlighted_and_escaped():
 def test_unknown_language_code_block_is_plain_escaped_code():
     html = render_markdown("```nosuchlang\n<b>x</b>\n```")
     assert "&lt;b&gt;x&lt;/b&gt;" in html
+
+
+STREAMED_DOCUMENTS = [
+    "# Title\n\nPara with **bold** and `code`.\n\n- a\n- b\n\n1. one\n2. two\n\nEnd.",
+    "```python\ndef f():\n\n    return '<b>'\n```\n\nAfter the fence.\n\n~~~\nraw\n\n~~~\n",
+    "| a | b |\n|---|---|\n| 1 | 2 |\n\n> quote\n\n<script>alert(1)</script>\n\nok",
+    "no blank lines at all, just one long growing paragraph " * 5,
+]
+
+
+@pytest.mark.parametrize("document", STREAMED_DOCUMENTS)
+def test_streaming_renderer_matches_a_full_render_at_every_step(document):
+    from chat.rendering import StreamingMarkdown
+
+    renderer = StreamingMarkdown()
+    for end in range(1, len(document) + 1, 7):
+        partial = document[:end]
+        assert renderer.render(partial) == render_markdown(partial), partial
+    assert renderer.render(document) == render_markdown(document)
+
+
+def test_streaming_renderer_starts_over_for_a_different_text():
+    from chat.rendering import StreamingMarkdown
+
+    renderer = StreamingMarkdown()
+    renderer.render("first paragraph\n\nsecond paragraph\n\nthird")
+    assert renderer.render("new") == render_markdown("new")
