@@ -52,7 +52,7 @@ class Command(BaseCommand):
             workers=workers,
             loop="uvloop",
             http="httptools",
-            ws="websockets",
+            ws="websockets-sansio",
             lifespan="off",
             log_level="warning",
             proxy_headers=bool(settings.SECURE_PROXY_SSL_HEADER),
