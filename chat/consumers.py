@@ -91,6 +91,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
             "send": self.on_send,
             "stop": self.on_stop,
             "retry": self.on_retry,
+            "approve": self.on_approve,
         }.get(str(data.get("action")))
         if handler is None:
             await self._notice("Unknown action.", "error")
@@ -178,6 +179,14 @@ class ChatConsumer(AsyncWebsocketConsumer):
             messages=[], session_id=self.conversation.session_id, retry_of=message_id
         )
         await self._start(turn_input)
+
+    async def on_approve(self, data: dict[str, Any]) -> None:
+        """An approval card's answer, delivered to the process whose turn is waiting."""
+        call_id = str(data.get("call_id") or "")[:200]
+        approve = str(data.get("approve")).lower() in {"1", "true", "yes"}
+        if self.conversation is None or not call_id:
+            return
+        await live.answer_approval(self.conversation.pk, self.user.pk, call_id, approve)
 
     async def on_stop(self, data: dict[str, Any]) -> None:
         if self.conversation is not None:

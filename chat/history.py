@@ -1,6 +1,8 @@
 """Reading a conversation's history for the pages: pages of messages grouped into turns."""
 
+import json
 from dataclasses import dataclass, field
+from types import SimpleNamespace
 
 from django.conf import settings
 
@@ -21,6 +23,62 @@ class TurnView:
     @property
     def running(self) -> bool:
         return any(m.status == Message.Status.STREAMING for m in self.messages)
+
+
+def _arguments_text(raw: str) -> str:
+    try:
+        return json.dumps(json.loads(raw or "{}"), indent=2, ensure_ascii=False)
+    except ValueError:
+        return raw
+
+
+def annotate_tool_calls(messages: list[Message], pending_approvals: set[str]) -> None:
+    """Prepare the tool cards of a page of messages (no queries).
+
+    A tool result gets `tool_arguments` (from the call that asked for it). An assistant
+    message gets `open_calls`: its calls that have no result yet, each running or waiting for
+    the user's approval, or, when its answer is no longer streaming, left without a result."""
+    results = {m.tool_call_id for m in messages if m.role == Message.Role.TOOL}
+    calls: dict[str, dict] = {}
+    for message in messages:
+        if message.role != Message.Role.ASSISTANT or not message.tool_calls:
+            continue
+        turn_running = any(
+            m.status == Message.Status.STREAMING for m in messages if m.pk >= message.pk
+        )
+        open_calls = []
+        for call in message.tool_calls:
+            function = call.get("function") or {}
+            arguments = _arguments_text(function.get("arguments", ""))
+            calls[call.get("id", "")] = {"arguments": arguments}
+            if call.get("id") in results:
+                continue
+            if call.get("id") in pending_approvals:
+                state = "approval"
+            elif turn_running:
+                state = "running"
+            else:
+                state = "unanswered"
+            open_calls.append(
+                {"id": call.get("id", ""), "name": function.get("name", ""), "arguments": arguments,
+                 "state": state}
+            )  # fmt: skip
+        message.open_calls = open_calls  # type: ignore[attr-defined]
+    for message in messages:
+        if message.role == Message.Role.TOOL:
+            found = calls.get(message.tool_call_id)
+            message.tool_arguments = found["arguments"] if found else ""  # type: ignore[attr-defined]
+
+
+def prepare_for_page(messages: list[Message], user_id: int) -> None:
+    """Everything the message partials need beyond the rows: attachments (one query) and tool
+    cards (approvals waiting in this process)."""
+    from attachments.services import annotate_messages
+    from integrations.services import pending_approvals_for
+
+    annotate_messages(messages)
+    pending = set(pending_approvals_for(SimpleNamespace(pk=user_id)))
+    annotate_tool_calls(messages, pending)
 
 
 def list_conversations(user, limit: int = 100) -> list[Conversation]:

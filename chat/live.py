@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from types import SimpleNamespace
 
 from asgiref.sync import sync_to_async
 from channels.layers import get_channel_layer
@@ -17,11 +18,11 @@ from django.conf import settings
 from django.template.defaultfilters import linebreaksbr
 from django.template.loader import render_to_string
 
-from attachments import services as attachments
 from chat import history
 from chat.models import Conversation
 from chat.rendering import StreamingMarkdown, render_markdown
 from chat.turns import END, Event, Turn
+from integrations.services import answer_tool_approval
 
 log = logging.getLogger(__name__)
 
@@ -59,7 +60,7 @@ def render_turn(conversation: Conversation, root_id: int, *, append: bool, live:
     view = history.turn_messages(conversation.pk, root_id)
     if view is None:
         return ""
-    attachments.annotate_messages(view.messages)
+    history.prepare_for_page(view.messages, conversation.user_id)
     if live is not None:
         for message in view.messages:
             if message.pk == live.assistant_message_id:
@@ -119,11 +120,25 @@ def render_title(conversation: Conversation) -> str:
 # Publishing ---------------------------------------------------------------------------------
 
 
-async def _listen_for_cancel(layer, channel: str, turn: Turn) -> None:
+async def answer_approval(conversation_id: int, user_id: int, call_id: str, approve: bool):
+    """Answer a tool approval card from any process: the waiting turn's process settles it
+    (only for the user who owns the call)."""
+    layer = get_channel_layer()
+    if layer is not None:
+        await layer.group_send(
+            control_group(conversation_id),
+            {"type": "turn.approve", "user_id": user_id, "call_id": call_id, "approve": approve},
+        )
+
+
+async def _listen_for_control(layer, channel: str, turn: Turn) -> None:
     while True:
         message = await layer.receive(channel)
         if message.get("type") == "turn.cancel":
             turn.cancel()
+        elif message.get("type") == "turn.approve":
+            owner = SimpleNamespace(pk=message.get("user_id"))
+            answer_tool_approval(owner, str(message.get("call_id")), bool(message.get("approve")))
 
 
 async def publish(
@@ -133,7 +148,7 @@ async def publish(
     layer = get_channel_layer()
     channel = await layer.new_channel()
     await layer.group_add(control_group(conversation.pk), channel)
-    listener = asyncio.create_task(_listen_for_cancel(layer, channel, turn))
+    listener = asyncio.create_task(_listen_for_control(layer, channel, turn))
     interval = settings.CHAT_FRAME_SECONDS
     last_frame = 0.0
     dirty = False

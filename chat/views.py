@@ -7,7 +7,6 @@ from django.shortcuts import redirect, render
 from django.views.decorators.http import require_GET, require_POST
 from django_htmx.http import HttpResponseClientRedirect
 
-from attachments import services as attachments
 from chat import history, services
 from chat.decorators import staff_required
 from chat.models import Conversation, Message, new_session_id
@@ -34,7 +33,7 @@ def _page_context(request, conversation: Conversation | None) -> dict:
     has_more = False
     if conversation is not None:
         messages, has_more = history.page_of_messages(conversation)
-        attachments.annotate_messages(messages)
+        history.prepare_for_page(messages, request.user.pk)
         live = history.live_text(conversation.pk)
         for message in messages:
             if message.pk in live:
@@ -89,7 +88,7 @@ def older_messages(request, session_id: str):
     except ValueError:
         return HttpResponse("before must be a message id", status=400)
     messages, has_more = history.page_of_messages(found, before=before)
-    attachments.annotate_messages(messages)
+    history.prepare_for_page(messages, request.user.pk)
     context = {
         "conversation": found,
         "session_id": found.session_id,
@@ -128,6 +127,6 @@ def delete_message(request, session_id: str, message_id: int):
     view = history.turn_messages(found.pk, root_id) if root_id else None
     if view is None:
         return HttpResponse("")
-    attachments.annotate_messages(view.messages)
+    history.prepare_for_page(view.messages, request.user.pk)
     context = {"turn": view, "session_id": found.session_id, "conversation": found}
     return render(request, "chat/chat.html#turn", context)

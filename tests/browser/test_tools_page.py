@@ -1,0 +1,35 @@
+from playwright.sync_api import Page, expect
+
+from integrations.models import McpServer
+from tests.browser.test_chat_page import SCREENSHOTS, send
+from tests.integrations.conftest import McpHttpServer, set_calls
+
+
+def test_tool_cards_and_approval_in_the_page(page: Page, logged_in, fake_openrouter, settings):
+    server = McpHttpServer("alpha").start()
+    try:
+        McpServer.objects.create(server_id="alpha", url=server.url)
+        settings.OPENROUTER_DEFAULT_MODEL = "fake/tool-turn"
+        set_calls(fake_openrouter, ("add", {"a": 2, "b": 3}), ("write_note", {"text": "milk"}))
+        page.goto(f"{logged_in.url}/")
+        expect(page.locator("#connection")).to_have_attribute("data-state", "open")
+        send(page, "Add 2 and 3, then note milk")
+
+        card = page.locator(".tool-approval")
+        expect(card).to_contain_text("write_note")
+        expect(card).to_contain_text("waiting for your approval")
+        expect(card.locator(".tool-args")).to_contain_text('"text": "milk"')
+        page.screenshot(path=SCREENSHOTS / "tool-approval.png")
+        card.get_by_role("button", name="Approve").click()
+
+        done = page.locator(".msg-assistant.status-complete")
+        expect(done).to_be_visible()
+        cards = page.locator(".msg-tool .tool-card")
+        expect(cards).to_have_count(2)
+        expect(cards.nth(0)).to_contain_text("add")
+        expect(cards.nth(0)).to_contain_text("alpha")
+        cards.nth(1).locator("summary").click()
+        expect(cards.nth(1).locator(".tool-result")).to_contain_text("saved: milk")
+        page.screenshot(path=SCREENSHOTS / "tools.png")
+    finally:
+        server.stop()

@@ -1,0 +1,124 @@
+"""Tool calls in the chat page: live cards, approval from the page, inert tool output."""
+
+import asyncio
+import json
+import re
+
+import pytest
+from channels.routing import URLRouter
+from channels.testing import WebsocketCommunicator
+
+from chat.models import Message
+from chat.routing import websocket_urlpatterns
+from tests.chat.test_rendering import elements
+from tests.integrations.conftest import set_calls
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+app = URLRouter(websocket_urlpatterns)
+
+
+async def connect(user) -> WebsocketCommunicator:
+    communicator = WebsocketCommunicator(app, "/ws/chat/")
+    communicator.scope["user"] = user
+    connected, _ = await communicator.connect()
+    assert connected
+    return communicator
+
+
+async def frames_until(ws, predicate, timeout: float = 10.0) -> list[str]:
+    frames: list[str] = []
+    async with asyncio.timeout(timeout):
+        while True:
+            frames.append(await ws.receive_from(timeout=timeout))
+            if predicate(frames[-1]):
+                return frames
+
+
+def finished(frame: str) -> bool:
+    return 'id="turn-state"' in frame and 'data-running="false"' in frame
+
+
+async def start(ws, text: str) -> None:
+    message = {"action": "send", "message": text, "client_id": text, "session_id": ""}
+    await ws.send_to(text_data=json.dumps(message))
+
+
+@pytest.mark.parametrize(("answer", "shown"), [("1", "saved: milk"), ("0", "denied")])
+async def test_approval_card_in_the_page_runs_or_denies_the_call(
+    user, fake_openrouter, mcp_server, add_server, settings, answer, shown
+):
+    alpha = mcp_server("alpha")
+    add_server("alpha", alpha.url)
+    set_calls(fake_openrouter, ("write_note", {"text": "milk"}))
+    settings.OPENROUTER_DEFAULT_MODEL = "fake/tool-turn"
+    ws = await connect(user)
+    await start(ws, "note milk")
+    frames = await frames_until(ws, lambda f: "waiting for your approval" in f)
+    card = frames[-1]
+    assert "write_note" in card and "&quot;text&quot;: &quot;milk&quot;" in card
+    match = re.search(r'id="call-([^"]+)"', card)
+    assert match is not None
+    call_id = match.group(1)
+    assert 'name="action" value="approve"' in card
+
+    approval = {"action": "approve", "call_id": call_id, "approve": answer}
+    await ws.send_to(text_data=json.dumps(approval))
+    final = (await frames_until(ws, finished))[-1]
+    assert "tool-card" in final and "write_note" in final
+    assert shown in final.lower()
+    assert "waiting for your approval" not in final
+    tool = await Message.objects.aget(role="tool")
+    assert tool.tool_call_id == call_id
+    await ws.disconnect()
+
+
+async def test_another_users_answer_does_not_settle_the_card(
+    user, make_user, fake_openrouter, mcp_server, add_server, settings
+):
+    from asgiref.sync import sync_to_async
+
+    from integrations.services import pending_approvals_for
+
+    alpha = mcp_server("alpha")
+    add_server("alpha", alpha.url)
+    set_calls(fake_openrouter, ("write_note", {"text": "milk"}))
+    settings.OPENROUTER_DEFAULT_MODEL = "fake/tool-turn"
+    ws = await connect(user)
+    await start(ws, "note milk")
+    card = (await frames_until(ws, lambda f: "waiting for your approval" in f))[-1]
+    match = re.search(r'id="call-([^"]+)"', card)
+    assert match is not None
+    call_id = match.group(1)
+
+    from chat import live
+
+    first = await Message.objects.afirst()
+    assert first is not None
+    conversation_id = first.conversation_id
+    mallory = await sync_to_async(make_user)("mallory2")
+    await live.answer_approval(conversation_id, mallory.pk, call_id, True)
+    await asyncio.sleep(0.2)
+    assert pending_approvals_for(user) == [call_id], "still waiting for its owner"
+    await ws.send_to(text_data=json.dumps({"action": "stop"}))
+    await frames_until(ws, finished)
+    await ws.disconnect()
+
+
+async def test_prompt_injection_in_a_tool_result_is_inert_in_the_page(
+    user, fake_openrouter, mcp_server, add_server, settings
+):
+    alpha = mcp_server("alpha")
+    add_server("alpha", alpha.url)
+    set_calls(fake_openrouter, ("inject", {}))
+    settings.OPENROUTER_DEFAULT_MODEL = "fake/tool-turn"
+    ws = await connect(user)
+    await start(ws, "read the page")
+    final = (await frames_until(ws, finished))[-1]
+    result = final.split('class="tool-result markdown" hx-disable>')[1].split("</div>")[0]
+    assert "IGNORE ALL PREVIOUS INSTRUCTIONS" in result, "shown as text"
+    for tag, attrs in elements(result):
+        assert tag not in {"script", "img", "iframe"}, result
+        assert not any(name.startswith(("on", "hx-")) for name in attrs), result
+        assert not (attrs.get("href") or "").startswith("javascript"), result
+    await ws.disconnect()
