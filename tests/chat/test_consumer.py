@@ -2,47 +2,12 @@ import asyncio
 import json
 
 import pytest
-from channels.routing import URLRouter
 from channels.testing import WebsocketCommunicator
 
 from chat.models import Conversation, Message
-from chat.routing import websocket_urlpatterns
+from tests.pages import app, connect, frames_until, send, turn_finished
 
 pytestmark = pytest.mark.django_db(transaction=True)
-
-app = URLRouter(websocket_urlpatterns)
-
-
-async def connect(user) -> WebsocketCommunicator:
-    communicator = WebsocketCommunicator(app, "/ws/chat/")
-    communicator.scope["user"] = user
-    connected, _ = await communicator.connect()
-    assert connected
-    return communicator
-
-
-async def send(communicator, **data):
-    await communicator.send_to(text_data=json.dumps(data))
-
-
-async def frames_until(communicator, predicate, timeout=5.0) -> list[str]:
-    """Collect frames until one satisfies `predicate`."""
-    frames: list[str] = []
-    async with asyncio.timeout(timeout):
-        while True:
-            frame = await communicator.receive_from(timeout=timeout)
-            frames.append(frame)
-            if predicate(frame):
-                return frames
-
-
-def turn_finished(frame: str) -> bool:
-    return 'id="turn-state"' in frame and 'data-running="false"' in frame
-
-
-@pytest.fixture
-def user_async(user):
-    return user
 
 
 async def test_sending_a_message_streams_frames_and_stores_the_turn(user, fake_openrouter):

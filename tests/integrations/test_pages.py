@@ -5,38 +5,14 @@ import json
 import re
 
 import pytest
-from channels.routing import URLRouter
-from channels.testing import WebsocketCommunicator
 
 from chat.models import Message
-from chat.routing import websocket_urlpatterns
 from tests.chat.test_rendering import elements
 from tests.integrations.conftest import set_calls
+from tests.pages import connect, frames_until
+from tests.pages import turn_finished as finished
 
 pytestmark = pytest.mark.django_db(transaction=True)
-
-app = URLRouter(websocket_urlpatterns)
-
-
-async def connect(user) -> WebsocketCommunicator:
-    communicator = WebsocketCommunicator(app, "/ws/chat/")
-    communicator.scope["user"] = user
-    connected, _ = await communicator.connect()
-    assert connected
-    return communicator
-
-
-async def frames_until(ws, predicate, timeout: float = 10.0) -> list[str]:
-    frames: list[str] = []
-    async with asyncio.timeout(timeout):
-        while True:
-            frames.append(await ws.receive_from(timeout=timeout))
-            if predicate(frames[-1]):
-                return frames
-
-
-def finished(frame: str) -> bool:
-    return 'id="turn-state"' in frame and 'data-running="false"' in frame
 
 
 async def start(ws, text: str) -> None:
