@@ -1,3 +1,4 @@
+import gc
 import os
 
 import pytest
@@ -13,6 +14,32 @@ os.environ.setdefault("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
 def fast_password_hashing(settings):
     # Real hashers cost ~0.3 s per user created or logged in; tests need no such strength.
     settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+
+@pytest.fixture(scope="session", autouse=True)
+def close_worker_thread_connections(django_db_setup):
+    """Async ORM calls run in asgiref's one worker thread, whose connection stays open; close
+    it before the test database is dropped (PostgreSQL refuses to drop a database in use)."""
+    yield
+    from asgiref.sync import SyncToAsync
+    from django.db import connections
+
+    executor = SyncToAsync.single_thread_executor
+    executor.submit(connections.close_all).result(timeout=10)
+    # Connections of threads that have ended (event loops' default executors) close when
+    # collected.
+    gc.collect()
+
+
+@pytest.fixture(autouse=True)
+def fresh_channel_layer():
+    # Each test runs on an event loop of its own; a Redis channel layer keeps per-loop receive
+    # state, so each test gets its own layer (a server process has one loop and one layer).
+    from channels.layers import channel_layers
+
+    channel_layers.backends.clear()
+    yield
+    channel_layers.backends.clear()
 
 
 @pytest.fixture(scope="session")

@@ -14,7 +14,9 @@ ROOT = Path(__file__).resolve().parent.parent
 def load_settings(tmp_path, **env: str) -> subprocess.CompletedProcess:
     """Import the settings module alone in a fresh interpreter with this environment."""
     environment = {
-        k: v for k, v in os.environ.items() if not k.startswith(("OPENROUTER_", "DATABASE_URL"))
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("OPENROUTER_", "DATABASE_URL", "REDIS_URL"))
     }
     environment.update({"DATA_DIR": str(tmp_path)})
     environment.update(env)
