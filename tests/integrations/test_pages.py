@@ -98,3 +98,20 @@ async def test_prompt_injection_in_a_tool_result_is_inert_in_the_page(
         assert not any(name.startswith(("on", "hx-")) for name in attrs), result
         assert not (attrs.get("href") or "").startswith("javascript"), result
     await ws.disconnect()
+
+
+async def test_an_image_a_tool_returns_is_shown_on_its_card(
+    user, fake_openrouter, mcp_server, add_server, settings
+):
+    alpha = mcp_server("alpha")
+    add_server("alpha", alpha.url)
+    set_calls(fake_openrouter, ("picture", {}))
+    settings.OPENROUTER_DEFAULT_MODEL = "fake/tool-turn"
+    ws = await connect(user)
+    await start(ws, "draw")
+    final = (await frames_until(ws, finished))[-1]
+    images = re.findall(
+        r'<img class="attachment-thumb" src="([^"]+)" alt="Image from picture">', final
+    )
+    assert len(images) == 1 and images[0].startswith("data:image/png;base64,")
+    await ws.disconnect()
