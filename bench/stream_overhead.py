@@ -151,7 +151,18 @@ def _ms(values: list[float], q: float) -> float:
     return percentile(values, q) * 1000
 
 
-def _start_processes(tmp: Path) -> tuple[subprocess.Popen, subprocess.Popen, str, str, str]:
+# The ASGI servers compared (--server): what `serve` runs, and daphne (what `runserver` uses).
+SERVERS = {
+    "uvicorn": lambda port: [sys.executable, "manage.py", "serve", "--host", "127.0.0.1",
+                             "--port", str(port)],
+    "daphne": lambda port: [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port),
+                            "config.asgi:application"],
+}  # fmt: skip
+
+
+def _start_processes(
+    tmp: Path, server: str = "uvicorn"
+) -> tuple[subprocess.Popen, subprocess.Popen, str, str, str]:
     fake_port, app_port = free_port(), free_port()
     fake_url = f"http://127.0.0.1:{fake_port}"
     app_url = f"http://127.0.0.1:{app_port}"
@@ -200,7 +211,7 @@ def _start_processes(tmp: Path) -> tuple[subprocess.Popen, subprocess.Popen, str
     token = out.stdout.strip().splitlines()[-1]
     app_log = (tmp / "app.log").open("w")
     app = subprocess.Popen(
-        [*manage, "serve", "--host", "127.0.0.1", "--port", str(app_port)],
+        SERVERS[server](app_port),
         cwd=REPO,
         env=env,
         stdout=app_log,
@@ -376,6 +387,13 @@ def main() -> int:
         "measuring; profiling slows the app, so the numbers of such a run are not the result",
     )
     parser.add_argument(
+        "--server",
+        choices=sorted(SERVERS),
+        default="uvicorn",
+        help="the ASGI server running the app: uvicorn (as `serve` runs it, the default) or "
+        "daphne (as `runserver` does), to compare them",
+    )
+    parser.add_argument(
         "--hold",
         action="store_true",
         help="print the app's pid and wait for Enter before measuring (to attach a profiler)",
@@ -388,7 +406,7 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="bench-stream-") as tmp_name:
         tmp = Path(tmp_name)
         try:
-            fake, app, fake_url, app_url, token = _start_processes(tmp)
+            fake, app, fake_url, app_url, token = _start_processes(tmp, args.server)
             if args.hold:
                 input(f"app pid {app.pid}, fake pid {fake.pid}: press Enter to start ")
             if args.profile:
