@@ -4,6 +4,7 @@ import asyncio
 import socket
 import threading
 import time
+from typing import Literal, Self
 
 import uvicorn
 
@@ -11,13 +12,22 @@ import uvicorn
 class ThreadedServer:
     """An ASGI app served by uvicorn on a free loopback port, in a background thread."""
 
-    def __init__(self, app, *, loop: str = "asyncio", http: str = "auto", ws: str = "auto"):
+    def __init__(
+        self,
+        app,
+        *,
+        loop: str = "asyncio",
+        http: str = "auto",
+        ws: str = "auto",
+        lifespan: Literal["auto", "on", "off"] = "off",
+        port: int = 0,
+    ):
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.sock.bind(("127.0.0.1", 0))
+        self.sock.bind(("127.0.0.1", port))
         self.port = self.sock.getsockname()[1]
         config = uvicorn.Config(
-            app, loop=loop, http=http, ws=ws, lifespan="off", log_level="critical",
+            app, loop=loop, http=http, ws=ws, lifespan=lifespan, log_level="critical",
             timeout_graceful_shutdown=1,
         )  # fmt: skip
         self.server = uvicorn.Server(config)
@@ -31,7 +41,7 @@ class ThreadedServer:
     def _run(self) -> None:
         self.server.run(sockets=[self.sock])
 
-    def start(self) -> "ThreadedServer":
+    def start(self) -> Self:
         self.thread.start()
         deadline = time.monotonic() + 10
         while not self.server.started:

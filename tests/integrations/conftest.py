@@ -1,17 +1,15 @@
 import asyncio
 import json
-import socket
 import sys
-import threading
 import time
 from typing import Any
 
 import pytest
-import uvicorn
 
 from integrations.models import McpServer
 from integrations.registry import close_registry
 from tests.integrations.mcp_testserver import build
+from tests.servers import ThreadedServer
 from tests.sse import SSEvent, parse_sse
 
 
@@ -37,7 +35,7 @@ class Counting:
         await self.app(scope, receive, send)
 
 
-class McpHttpServer:
+class McpHttpServer(ThreadedServer):
     """A real MCP server (SDK) served by uvicorn on 127.0.0.1 in a thread, with its lifespan."""
 
     def __init__(
@@ -47,17 +45,7 @@ class McpHttpServer:
         app = self.mcp.sse_app() if transport == "sse" else self.mcp.streamable_http_app()
         self.app = Counting(app, transport)
         self.transport = transport
-        self.sock = socket.socket()
-        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.sock.bind(("127.0.0.1", port))
-        self.port = self.sock.getsockname()[1]
-        config = uvicorn.Config(
-            self.app, lifespan="on", log_level="critical", timeout_graceful_shutdown=1
-        )
-        self.server = uvicorn.Server(config)
-        self.thread = threading.Thread(
-            target=self.server.run, kwargs={"sockets": [self.sock]}, daemon=True
-        )
+        super().__init__(self.app, lifespan="on", port=port)
 
     @property
     def url(self) -> str:
@@ -67,19 +55,6 @@ class McpHttpServer:
     @property
     def sessions(self) -> int:
         return self.app.sessions
-
-    def start(self) -> "McpHttpServer":
-        self.thread.start()
-        deadline = time.monotonic() + 10
-        while not self.server.started:
-            assert time.monotonic() < deadline, "MCP test server did not start"
-            time.sleep(0.01)
-        return self
-
-    def stop(self) -> None:
-        self.server.should_exit = True
-        self.thread.join(timeout=5)
-        self.sock.close()
 
 
 @pytest.fixture
