@@ -4,7 +4,7 @@ import re
 from typing import Any
 
 from django.http import HttpRequest
-from ninja import Router, Schema
+from ninja import Router, Schema, Status
 
 from attachments import services
 from attachments.uploads import is_too_large, too_large_detail
@@ -84,17 +84,19 @@ def upload(request: HttpRequest):
     # Reading FILES runs the multipart parse, where the size limit is enforced.
     upload_file = request.FILES.get("file")
     if is_too_large(request):
-        return 413, {"detail": too_large_detail()}
+        return Status(413, {"detail": too_large_detail()})
     session_id = request.POST.get("session_id", "")
     if upload_file is None:
-        return 422, {"detail": "Send the file as the multipart field `file`"}
+        return Status(422, {"detail": "Send the file as the multipart field `file`"})
     if not _SESSION_ID.match(session_id):
-        return 422, {"detail": "Send your conversation's id as the multipart field `session_id`"}
+        return Status(
+            422, {"detail": "Send your conversation's id as the multipart field `session_id`"}
+        )
     try:
         attachment = services.attach_file(request.auth, session_id, upload_file)  # type: ignore[attr-defined]
     except services.UploadRefused as refused:
-        return refused.status, {"detail": refused.detail}
-    return 201, {"attachment": services.attachment_document(attachment)}
+        return Status(refused.status, {"detail": refused.detail})
+    return Status(201, {"attachment": services.attachment_document(attachment)})
 
 
 @router.get(
@@ -105,7 +107,7 @@ def upload(request: HttpRequest):
 )
 def get_attachment(request: HttpRequest, attachment_id: str):
     attachment = services.get_attachment_for_user(request.auth, attachment_id)  # type: ignore[attr-defined]
-    return 200, {"attachment": services.attachment_document(attachment)}
+    return Status(200, {"attachment": services.attachment_document(attachment)})
 
 
 @router.delete(
@@ -116,4 +118,4 @@ def get_attachment(request: HttpRequest, attachment_id: str):
 def delete_attachment(request: HttpRequest, attachment_id: str):
     attachment = services.get_attachment_for_user(request.auth, attachment_id)  # type: ignore[attr-defined]
     services.delete_attachments([attachment])
-    return 204, None
+    return Status(204, None)
