@@ -65,3 +65,36 @@ def stop(proc: subprocess.Popen | None) -> None:
     except subprocess.TimeoutExpired:
         proc.kill()
         proc.wait(timeout=5)
+
+
+def serve_fake_upstream(fake, port: int) -> None:
+    """Serve a FakeOpenRouter as the benches do (uvloop + httptools), until killed."""
+    import uvicorn
+
+    uvicorn.run(
+        fake.app(),
+        host="127.0.0.1",
+        port=port,
+        loop="uvloop",
+        http="httptools",
+        lifespan="off",
+        log_level="warning",
+    )
+
+
+def prepare_app_database(env: dict[str, str], script: str) -> str:
+    """Migrate the run's throwaway database, run a setup script in `manage.py shell` against it
+    and return the last line it printed (a token or a session key)."""
+    import sys
+
+    manage = [sys.executable, "manage.py"]
+    subprocess.run([*manage, "migrate", "-v0"], cwd=REPO, env=env, check=True)
+    out = subprocess.run(
+        [*manage, "shell", "-c", script],
+        cwd=REPO,
+        env=env,
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    return out.stdout.strip().splitlines()[-1]

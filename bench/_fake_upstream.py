@@ -8,8 +8,7 @@ httptools like the app, so the baseline (calling the fake directly) is not slowe
 
 import sys
 
-import uvicorn
-
+from bench._common import serve_fake_upstream
 from tests.fake_openrouter import FakeOpenRouter
 
 
@@ -18,15 +17,7 @@ def main() -> None:
     fake = FakeOpenRouter()
     fake.token_delay = delay
     fake.reply_tokens = [f"w{i} " for i in range(tokens)]
-    uvicorn.run(
-        fake.app(),
-        host="127.0.0.1",
-        port=port,
-        loop="uvloop",
-        http="httptools",
-        lifespan="off",
-        log_level="warning",
-    )
+    serve_fake_upstream(fake, port)
 
 
 if __name__ == "__main__":

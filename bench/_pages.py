@@ -20,11 +20,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-import uvicorn
-
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench._common import REPO, wait_until_up
+from bench._common import REPO, prepare_app_database, serve_fake_upstream, wait_until_up
 from tests.fake_openrouter import API_KEY, FakeOpenRouter
 
 PLACEHOLDER = "@stamp@"
@@ -68,15 +66,7 @@ def _serve_fake() -> None:
     fake = StampedFake()
     fake.token_delay = delay
     fake.reply_tokens = [f"{PLACEHOLDER} " for _ in range(tokens)]
-    uvicorn.run(
-        fake.app(),
-        host="127.0.0.1",
-        port=port,
-        loop="uvloop",
-        http="httptools",
-        lifespan="off",
-        log_level="warning",
-    )
+    serve_fake_upstream(fake, port)
 
 
 def start_fake(tmp: Path, port: int, tokens: int, delay: float) -> subprocess.Popen:
@@ -126,16 +116,7 @@ def start_app(tmp: Path, port: int, env: dict[str, str]) -> tuple[subprocess.Pop
 
     Returns the process and the session key (the `sessionid` cookie)."""
     manage = [sys.executable, "manage.py"]
-    subprocess.run([*manage, "migrate", "-v0"], cwd=REPO, env=env, check=True)
-    out = subprocess.run(
-        [*manage, "shell", "-c", _SETUP],
-        cwd=REPO,
-        env=env,
-        check=True,
-        capture_output=True,
-        text=True,
-    )
-    session = out.stdout.strip().splitlines()[-1]
+    session = prepare_app_database(env, _SETUP)
     log = (tmp / "app.log").open("w")
     app = subprocess.Popen(
         [*manage, "serve", "--host", "127.0.0.1", "--port", str(port)],

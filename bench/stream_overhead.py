@@ -29,7 +29,15 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench._common import REPO, cpu_seconds, free_port, percentile, stop, wait_until_up
+from bench._common import (
+    REPO,
+    cpu_seconds,
+    free_port,
+    percentile,
+    prepare_app_database,
+    stop,
+    wait_until_up,
+)
 from tests.fake_openrouter import API_KEY
 
 TOKENS = 64
@@ -192,23 +200,13 @@ def _start_processes(
         "OPENROUTER_API_KEY": API_KEY,
         "OPENROUTER_DEFAULT_MODEL": MODEL,
     }
-    manage = [sys.executable, "manage.py"]
-    subprocess.run([*manage, "migrate", "-v0"], cwd=REPO, env=env, check=True)
     script = (
         "from django.contrib.auth import get_user_model\n"
         "from chat.services import create_api_token\n"
         "user = get_user_model().objects.create_user('bench', is_staff=True)\n"
         "print(create_api_token(user, name='bench'))\n"
     )
-    out = subprocess.run(
-        [*manage, "shell", "-c", script],
-        cwd=REPO,
-        env=env,
-        check=True,
-        capture_output=True,
-        text=True,
-    )
-    token = out.stdout.strip().splitlines()[-1]
+    token = prepare_app_database(env, script)
     app_log = (tmp / "app.log").open("w")
     app = subprocess.Popen(
         SERVERS[server](app_port),
