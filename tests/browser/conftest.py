@@ -4,6 +4,8 @@ They run in their own pytest invocation (`pytest -m browser tests/browser`): syn
 leaves an event loop behind that breaks later pytest-asyncio tests in the same process.
 """
 
+import os
+import tempfile
 from importlib import import_module
 from pathlib import Path
 
@@ -11,6 +13,15 @@ import pytest
 from django.conf import settings as django_settings
 
 from tests.servers import ThreadedServer
+
+# The README's screenshots are refreshed on request (UPDATE_SCREENSHOTS=1); otherwise the tests
+# still take them, into a scratch folder, so a test run leaves the working tree clean.
+SCREENSHOTS = (
+    Path(__file__).resolve().parents[2] / "docs" / "screenshots"
+    if os.environ.get("UPDATE_SCREENSHOTS")
+    else Path(tempfile.gettempdir()) / "chat-screenshots"
+)
+SCREENSHOTS.mkdir(parents=True, exist_ok=True)
 
 CHROMIUM_ARGS = [
     "--no-sandbox",

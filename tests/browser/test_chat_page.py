@@ -1,10 +1,7 @@
-from pathlib import Path
-
 from playwright.sync_api import Page, expect
 
 from chat.models import Message
-
-SCREENSHOTS = Path(__file__).resolve().parents[2] / "docs" / "screenshots"
+from tests.browser.conftest import SCREENSHOTS
 
 
 def send(page: Page, text: str) -> None:

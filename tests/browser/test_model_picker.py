@@ -2,7 +2,7 @@ import pytest
 from playwright.sync_api import Page, expect
 
 from chat.models import Message
-from tests.browser.test_chat_page import SCREENSHOTS
+from tests.browser.conftest import SCREENSHOTS
 from tests.presets.catalogue_data import build_catalogue
 from tests.presets.conftest import FAKE_MODELS
 

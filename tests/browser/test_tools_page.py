@@ -1,7 +1,8 @@
 from playwright.sync_api import Page, expect
 
 from integrations.models import McpServer
-from tests.browser.test_chat_page import SCREENSHOTS, send
+from tests.browser.conftest import SCREENSHOTS
+from tests.browser.test_chat_page import send
 from tests.integrations.conftest import McpHttpServer, set_calls
 
 
