@@ -25,7 +25,6 @@ log = logging.getLogger(__name__)
 
 CLOSE_UNAUTHORIZED = 4401
 CLOSE_NOT_FOUND = 4404
-MAX_MESSAGE_CHARS = 100_000
 
 
 class ChatConsumer(AsyncWebsocketConsumer):
@@ -138,7 +137,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
             ids = []
         if not text and not ids:
             return
-        if len(text) > MAX_MESSAGE_CHARS:
+        if len(text) > services.MAX_MESSAGE_CHARS:
             await self._notice("That message is too long.", "error")
             return
         client_id = str(data.get("client_id") or "")[:100]

@@ -4,11 +4,9 @@ import json
 from dataclasses import dataclass, field
 from types import SimpleNamespace
 
-from django.conf import settings
-
-from chat import turns
 from chat.models import Conversation, Message
 from chat.rendering import render_markdown
+from chat.turns import Turn
 
 PAGE_SIZE = 50
 
@@ -146,22 +144,12 @@ def turn_messages(conversation_id: int, root_id: int) -> TurnView | None:
     return TurnView(root_id=root_id, messages=messages)
 
 
-def live_text(conversation_id: int) -> dict[int, dict]:
-    """For a turn running in this process, the freshest text of its streaming message."""
-    turn = turns.get_turn(conversation_id)
-    if turn is None or turn.assistant_message_id is None:
-        return {}
-    return {
-        turn.assistant_message_id: {
-            "html": render_markdown(turn.content),
-            "reasoning": render_markdown(turn.reasoning),
-        }
-    }
-
-
-def is_running(conversation: Conversation) -> bool:
-    return conversation.messages.streaming().exists()
-
-
-def current_model(conversation: Conversation | None) -> str:
-    return (conversation.model if conversation else "") or settings.OPENROUTER_DEFAULT_MODEL
+def show_live_text(messages: list[Message], turn: Turn | None) -> None:
+    """Give the streaming message of a turn running in this process its freshest text (the
+    database holds the last checkpoint): `live_html` rendered, `live_reasoning` as text."""
+    if turn is None:
+        return
+    for message in messages:
+        if message.pk == turn.assistant_message_id:
+            message.live_html = render_markdown(turn.content)  # type: ignore[attr-defined]
+            message.live_reasoning = turn.reasoning  # type: ignore[attr-defined]

@@ -61,11 +61,7 @@ def render_turn(conversation: Conversation, root_id: int, *, append: bool, live:
     if view is None:
         return ""
     history.prepare_for_page(view.messages, conversation.user_id)
-    if live is not None:
-        for message in view.messages:
-            if message.pk == live.assistant_message_id:
-                message.live_html = render_markdown(live.content)  # type: ignore[attr-defined]
-                message.live_reasoning = live.reasoning  # type: ignore[attr-defined]
+    history.show_live_text(view.messages, live)
     html = render_to_string("chat/chat.html#turn", _turn_context(conversation, view))
     if append:
         return (

@@ -23,6 +23,8 @@ log = logging.getLogger(__name__)
 # Keys of a chat request that are ours and never forwarded upstream.
 _OWN_KEYS = {"session_id", "metadata", "messages", "model", "stream", "stream_options"}
 TITLE_LENGTH = 60
+# The longest message a page may send (the composer says so too).
+MAX_MESSAGE_CHARS = 100_000
 
 
 # Access -------------------------------------------------------------------------------------

@@ -111,10 +111,3 @@ def cancel_turn(conversation_id: int) -> bool:
         return False
     turn.cancel()
     return True
-
-
-async def wait_all() -> None:
-    """Wait for running turns to finish (tests and shutdown)."""
-    tasks = [t.task for t in list(_turns.values()) if t.task is not None]
-    if tasks:
-        await asyncio.wait(tasks)

@@ -7,13 +7,11 @@ from django.shortcuts import redirect, render
 from django.views.decorators.http import require_GET, require_POST
 from django_htmx.http import HttpResponseClientRedirect
 
-from chat import history, services
+from chat import history, services, turns
 from chat.decorators import staff_required
 from chat.models import Conversation, Message, new_session_id
 from presets.pages import next_model_for
 from presets.services import apply_default_preset, list_suggestions
-
-MAX_MESSAGE_CHARS = 100_000
 
 
 @login_not_required
@@ -34,11 +32,7 @@ def _page_context(request, conversation: Conversation | None) -> dict:
     if conversation is not None:
         messages, has_more = history.page_of_messages(conversation)
         history.prepare_for_page(messages, request.user.pk)
-        live = history.live_text(conversation.pk)
-        for message in messages:
-            if message.pk in live:
-                message.live_html = live[message.pk]["html"]  # type: ignore[attr-defined]
-                message.live_reasoning = live[message.pk]["reasoning"]  # type: ignore[attr-defined]
+        history.show_live_text(messages, turns.get_turn(conversation.pk))
     return {
         "conversation": conversation,
         "session_id": conversation.session_id if conversation else "",
@@ -51,7 +45,7 @@ def _page_context(request, conversation: Conversation | None) -> dict:
         "running": any(m.status == "streaming" for m in messages),
         "model": next_model_for(request.user, conversation),
         "suggestions": list_suggestions(),
-        "max_message_chars": MAX_MESSAGE_CHARS,
+        "max_message_chars": services.MAX_MESSAGE_CHARS,
     }
 
 
