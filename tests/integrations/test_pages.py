@@ -15,19 +15,27 @@ from tests.pages import turn_finished as finished
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
+@pytest.fixture
+def tool_turn(mcp_server, add_server, fake_openrouter, settings):
+    """Configure a real MCP server `alpha` and script the calls the fake model makes."""
+    alpha = mcp_server("alpha")
+    add_server("alpha", alpha.url)
+    settings.OPENROUTER_DEFAULT_MODEL = "fake/tool-turn"
+
+    def script(*calls) -> None:
+        set_calls(fake_openrouter, *calls)
+
+    return script
+
+
 async def start(ws, text: str) -> None:
     message = {"action": "send", "message": text, "client_id": text, "session_id": ""}
     await ws.send_to(text_data=json.dumps(message))
 
 
 @pytest.mark.parametrize(("answer", "shown"), [("1", "saved: milk"), ("0", "denied")])
-async def test_approval_card_in_the_page_runs_or_denies_the_call(
-    user, fake_openrouter, mcp_server, add_server, settings, answer, shown
-):
-    alpha = mcp_server("alpha")
-    add_server("alpha", alpha.url)
-    set_calls(fake_openrouter, ("write_note", {"text": "milk"}))
-    settings.OPENROUTER_DEFAULT_MODEL = "fake/tool-turn"
+async def test_approval_card_in_the_page_runs_or_denies_the_call(user, tool_turn, answer, shown):
+    tool_turn(("write_note", {"text": "milk"}))
     ws = await connect(user)
     await start(ws, "note milk")
     frames = await frames_until(ws, lambda f: "waiting for your approval" in f)
@@ -49,17 +57,12 @@ async def test_approval_card_in_the_page_runs_or_denies_the_call(
     await ws.disconnect()
 
 
-async def test_another_users_answer_does_not_settle_the_card(
-    user, make_user, fake_openrouter, mcp_server, add_server, settings
-):
+async def test_another_users_answer_does_not_settle_the_card(user, make_user, tool_turn):
     from asgiref.sync import sync_to_async
 
     from integrations.services import pending_approvals_for
 
-    alpha = mcp_server("alpha")
-    add_server("alpha", alpha.url)
-    set_calls(fake_openrouter, ("write_note", {"text": "milk"}))
-    settings.OPENROUTER_DEFAULT_MODEL = "fake/tool-turn"
+    tool_turn(("write_note", {"text": "milk"}))
     ws = await connect(user)
     await start(ws, "note milk")
     card = (await frames_until(ws, lambda f: "waiting for your approval" in f))[-1]
@@ -81,13 +84,8 @@ async def test_another_users_answer_does_not_settle_the_card(
     await ws.disconnect()
 
 
-async def test_prompt_injection_in_a_tool_result_is_inert_in_the_page(
-    user, fake_openrouter, mcp_server, add_server, settings
-):
-    alpha = mcp_server("alpha")
-    add_server("alpha", alpha.url)
-    set_calls(fake_openrouter, ("inject", {}))
-    settings.OPENROUTER_DEFAULT_MODEL = "fake/tool-turn"
+async def test_prompt_injection_in_a_tool_result_is_inert_in_the_page(user, tool_turn):
+    tool_turn(("inject", {}))
     ws = await connect(user)
     await start(ws, "read the page")
     final = (await frames_until(ws, finished))[-1]
@@ -100,13 +98,8 @@ async def test_prompt_injection_in_a_tool_result_is_inert_in_the_page(
     await ws.disconnect()
 
 
-async def test_an_image_a_tool_returns_is_shown_on_its_card(
-    user, fake_openrouter, mcp_server, add_server, settings
-):
-    alpha = mcp_server("alpha")
-    add_server("alpha", alpha.url)
-    set_calls(fake_openrouter, ("picture", {}))
-    settings.OPENROUTER_DEFAULT_MODEL = "fake/tool-turn"
+async def test_an_image_a_tool_returns_is_shown_on_its_card(user, tool_turn):
+    tool_turn(("picture", {}))
     ws = await connect(user)
     await start(ws, "draw")
     final = (await frames_until(ws, finished))[-1]
