@@ -410,7 +410,7 @@ def main() -> int:
             if args.profile:
                 profiler = subprocess.Popen(
                     ["py-spy", "record", "--pid", str(app.pid), "--format", "raw", "--threads",
-                     "--rate", "200", "--output", args.profile],
+                     "--gil", "--rate", "200", "--output", args.profile],
                     stdout=subprocess.DEVNULL,
                 )  # fmt: skip
 

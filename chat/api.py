@@ -64,30 +64,44 @@ def sse_event(event: Event) -> bytes:
     return f"event: {event.name}\ndata: {data}\n\n".encode()
 
 
+_PING = Event("ping", None)
+
+
 async def relay_turn(turn: Turn, queue: asyncio.Queue[Event]) -> AsyncIterator[bytes]:
-    """Relay a turn's events as SSE; a client that goes away cancels the turn."""
+    """Relay a turn's events as SSE; a client that goes away cancels the turn.
+
+    A `: ping` comment goes out after SSE_PING_SECONDS without a write. One timer per ping
+    interval drives it (it drops a ping marker into the queue), not a timeout per event."""
+    loop = asyncio.get_running_loop()
+    interval = settings.SSE_PING_SECONDS
+    last_write = loop.time()
+    timer = loop.call_later(interval, queue.put_nowait, _PING)
     finished = False
     try:
         while not finished:
-            try:
-                async with asyncio.timeout(settings.SSE_PING_SECONDS):
-                    event = await queue.get()
-            except TimeoutError:
-                yield b": ping\n\n"
-                continue
+            event = await queue.get()
             # Send what is already queued in one write rather than one write per chunk.
             batch = []
             while True:
                 if event is END:
                     finished = True
                     break
-                batch.append(sse_event(event))
+                if event is _PING:
+                    idle = loop.time() - last_write
+                    if idle >= interval * 0.99:
+                        batch.append(b": ping\n\n")
+                        idle = 0.0
+                    timer = loop.call_later(interval - idle, queue.put_nowait, _PING)
+                else:
+                    batch.append(sse_event(event))
                 if queue.empty():
                     break
                 event = queue.get_nowait()
             if batch:
+                last_write = loop.time()
                 yield b"".join(batch)
     finally:
+        timer.cancel()
         turn.unsubscribe(queue)
         if not finished:
             turn.cancel()

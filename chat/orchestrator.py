@@ -200,17 +200,20 @@ async def run_turn(prepared: PreparedTurn, turn: Turn) -> AsyncIterator[Event]:
     for notice in getattr(prepared, "notices", ()):
         yield Event("notice", notice)
     user_id = prepared.conversation.user_id
-    entries, notices = await toolloop.tools_for_turn(user_id, _latest_user_text(prepared))
+    entries, notices = await toolloop.tools_for_turn(
+        user_id, _latest_user_text(prepared), prepared.tool_configs, prepared.planning
+    )
     for event in notices:
         yield event
     offer_tools = bool(entries)
     retried_without_tools = False
     rounds = 0
     failures = 0
-    prompt: list[dict[str, Any]] | None = None
+    prompt = prepared.prompt
     while True:
         rounds += 1
         acc = Accumulator()
+        turn.content_parts, turn.reasoning_parts = acc.content, acc.reasoning
         started = time.monotonic()
         last_checkpoint = started
         if prompt is None:
@@ -231,7 +234,6 @@ async def run_turn(prepared: PreparedTurn, turn: Turn) -> AsyncIterator[Event]:
         try:
             async for raw, chunk in openrouter.stream_chat(body):
                 acc.add(chunk)
-                turn.content, turn.reasoning = acc.text, acc.reasoning_text
                 yield Event("message", raw)
                 now = time.monotonic()
                 if now - last_checkpoint >= settings.CHAT_CHECKPOINT_SECONDS:
@@ -341,4 +343,4 @@ async def run_turn(prepared: PreparedTurn, turn: Turn) -> AsyncIterator[Event]:
         else:
             current, prompt = await _db(_next_round, prepared, last)
         turn.assistant_message_id = current.pk
-        turn.content, turn.reasoning = "", ""
+        turn.content_parts, turn.reasoning_parts = [], []

@@ -16,7 +16,7 @@ from chat import turns
 from chat.models import ApiToken, Conversation, Message, hash_token
 from chat.rendering import render_markdown
 from chat.turns import Turn
-from presets.services import turn_settings_for, user_system_prompt
+from presets.services import TurnSettings, turn_settings_for, user_system_prompt
 
 log = logging.getLogger(__name__)
 
@@ -157,6 +157,11 @@ class PreparedTurn:
     params: dict[str, Any]
     # `notice` events the orchestrator sends first (e.g. images the model cannot take).
     notices: list[dict[str, Any]] = field(default_factory=list)
+    # Read with the turn, in the same trip to the database: the first round's prompt, whether
+    # the tool planner runs, and the MCP server configs.
+    prompt: list[dict[str, Any]] | None = None
+    planning: bool | None = None
+    tool_configs: list[Any] | None = None
 
 
 def _text_of(content: Any) -> str:
@@ -171,37 +176,57 @@ def _text_of(content: Any) -> str:
     return ""
 
 
-@transaction.atomic
 def prepare_turn(user, request: TurnInput) -> PreparedTurn:
-    """Store the new messages and the `streaming` assistant message of a turn."""
+    """Store the turn's new messages and its `streaming` assistant message, and read what the
+    turn needs to start (the first prompt, the MCP server configs): one trip to the database."""
+    from integrations.registry import load_configs
+
+    prepared, saved = _store_turn(user, request)
+    # Read after the write transaction, so SQLite's write lock is not held for them.
+    prepared.prompt = build_prompt(
+        prepared.conversation, prepared.assistant, system_prompt_for(user, saved)
+    )
+    prepared.planning = saved.planning_enabled
+    prepared.tool_configs = load_configs()
+    return prepared
+
+
+@transaction.atomic
+def _store_turn(user, request: TurnInput) -> tuple[PreparedTurn, TurnSettings]:
+    # The user's saved settings (presets app) apply unless the request body overrides them.
+    saved = turn_settings_for(user)
+    new = [m for m in request.messages if m.get("role") != "assistant"]
     created = False
+    conversation = None
     if request.session_id:
         conversation = Conversation.objects.filter(session_id=request.session_id).first()
         if conversation is not None and conversation.user_id != user.pk:
             raise Http404("Conversation not found")
-        if conversation is None:
-            conversation = Conversation.objects.create(user=user, session_id=request.session_id)
-            created = True
-    else:
-        conversation = Conversation.objects.create(user=user)
+    if conversation is None:
+        # A new conversation is stored with its title and model in the same statement.
+        model = request.model or saved.model or settings.OPENROUTER_DEFAULT_MODEL
+        last_user = next((m for m in reversed(new) if m["role"] == "user"), None)
+        title = _title_from(_text_of(last_user.get("content"))) if last_user else ""
+        conversation = Conversation.objects.create(
+            user=user, title=title, model=model, **_session_id(request.session_id)
+        )
         created = True
-    if turns.is_running(conversation.pk) or conversation.messages.streaming().exists():
-        raise turns.TurnInProgress(conversation.pk)
-    if (
-        request.client_parent_message_id
-        and conversation.messages.filter(
-            client_message_id=request.client_parent_message_id, role=Message.Role.USER
-        ).exists()
-    ):
-        # The same message sent twice (a double click, a resend after reconnecting).
-        raise DuplicateMessage(request.client_parent_message_id)
-
-    # The user's saved settings (presets app) apply unless the request body overrides them.
-    saved = turn_settings_for(user)
-    model = request.model or saved.model or conversation.model or settings.OPENROUTER_DEFAULT_MODEL
+    else:
+        if turns.is_running(conversation.pk) or conversation.messages.streaming().exists():
+            raise turns.TurnInProgress(conversation.pk)
+        if (
+            request.client_parent_message_id
+            and conversation.messages.filter(
+                client_message_id=request.client_parent_message_id, role=Message.Role.USER
+            ).exists()
+        ):
+            # The same message sent twice (a double click, a resend after reconnecting).
+            raise DuplicateMessage(request.client_parent_message_id)
+        model = (
+            request.model or saved.model or conversation.model or settings.OPENROUTER_DEFAULT_MODEL
+        )
     parent = None
     user_message = None
-    new = [m for m in request.messages if m.get("role") != "assistant"]
     for index, item in enumerate(new):
         content = item.get("content")
         is_last = index == len(new) - 1
@@ -233,17 +258,22 @@ def prepare_turn(user, request: TurnInput) -> PreparedTurn:
         model=model,
         client_message_id=request.client_assistant_message_id,
     )
-    if not conversation.title and user_message is not None:
-        conversation.title = _title_from(user_message.content)
-    conversation.model = model
-    conversation.save(update_fields=["title", "model", "updated_at"])
+    if not created:
+        if not conversation.title and user_message is not None:
+            conversation.title = _title_from(user_message.content)
+        conversation.model = model
+        conversation.save(update_fields=["title", "model", "updated_at"])
     params = {
         **saved.params,
         **{k: v for k, v in request.params.items() if k not in _OWN_KEYS},
     }
     prepared = PreparedTurn(conversation, created, assistant, user_message, model, params)
     prepared.notices.extend(attachments.image_notices(user_message, model))
-    return prepared
+    return prepared, saved
+
+
+def _session_id(session_id: str | None) -> dict[str, str]:
+    return {"session_id": session_id} if session_id else {}
 
 
 def _title_from(text: str) -> str:
@@ -251,8 +281,10 @@ def _title_from(text: str) -> str:
     return line if len(line) <= TITLE_LENGTH else line[: TITLE_LENGTH - 1].rstrip() + "…"
 
 
-def system_prompt_for(user) -> str:
-    prompt = user_system_prompt(user)
+def system_prompt_for(user, saved: TurnSettings | None = None) -> str:
+    """The user's own system prompt (from `saved`, when the caller has read the settings),
+    else the configured default."""
+    prompt = saved.system_prompt if saved is not None else user_system_prompt(user)
     return prompt if prompt is not None else settings.OPENROUTER_SYSTEM_PROMPT
 
 
@@ -261,9 +293,15 @@ def time_context() -> str:
     return f"Current date and time: {now:%A, %d %B %Y, %H:%M} ({settings.TIME_ZONE}, UTC{now:%z})."
 
 
-def build_prompt(conversation: Conversation, upto: Message) -> list[dict[str, Any]]:
-    """System prompt + a current date/time block + the stored history before `upto`."""
-    system = "\n\n".join(p for p in (system_prompt_for(conversation.user), time_context()) if p)
+def build_prompt(
+    conversation: Conversation, upto: Message, system_prompt: str | None = None
+) -> list[dict[str, Any]]:
+    """System prompt + a current date/time block + the stored history before `upto`.
+
+    `system_prompt`: the one to use, when the caller has worked it out already."""
+    if system_prompt is None:
+        system_prompt = system_prompt_for(conversation.user)
+    system = "\n\n".join(p for p in (system_prompt, time_context()) if p)
     prompt: list[dict[str, Any]] = [{"role": "system", "content": system}]
     history = list(
         conversation.messages.filter(pk__lt=upto.pk).order_by("-pk")[: settings.CHAT_HISTORY_LIMIT]

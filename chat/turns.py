@@ -30,11 +30,21 @@ class Turn:
     conversation_id: int
     task: "asyncio.Task[None] | None" = None
     subscribers: set[asyncio.Queue[Event]] = field(default_factory=set)
-    # The text so far, so a page that arrives mid-turn can show it at once.
-    content: str = ""
-    reasoning: str = ""
     assistant_message_id: int | None = None
     done: asyncio.Event = field(default_factory=asyncio.Event)
+    # The current round's text so far, as the pieces that arrived (the orchestrator appends to
+    # these lists), so a page that arrives mid-turn can show it at once. Joined only when read:
+    # joining on every chunk would cost O(n^2) over an answer.
+    content_parts: list[str] = field(default_factory=list)
+    reasoning_parts: list[str] = field(default_factory=list)
+
+    @property
+    def content(self) -> str:
+        return "".join(self.content_parts)
+
+    @property
+    def reasoning(self) -> str:
+        return "".join(self.reasoning_parts)
 
     def subscribe(self) -> asyncio.Queue[Event]:
         queue: asyncio.Queue[Event] = asyncio.Queue()

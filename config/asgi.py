@@ -1,5 +1,6 @@
 """ASGI entry point: HTTP through Django (static files included), WebSockets through Channels."""
 
+import importlib
 import os
 
 from django.core.asgi import get_asgi_application
@@ -12,6 +13,10 @@ from django.contrib.staticfiles.handlers import ASGIStaticFilesHandler  # noqa: 
 
 from attachments.uploads import UploadSizeGuard  # noqa: E402
 from config.routing import websocket_application  # noqa: E402
+
+# What the first chat turn needs (the orchestrator, the MCP SDK), imported now rather than in
+# the middle of the first request.
+importlib.import_module("chat.orchestrator")
 
 application = ProtocolTypeRouter(
     {

@@ -460,8 +460,10 @@ class Registry:
         except TimeoutError:
             pass
 
-    async def catalogue(self) -> list[ToolEntry]:
-        configs = await sync_to_async(load_configs, thread_sensitive=True)()
+    async def catalogue(self, configs: list[ServerConfig] | None = None) -> list[ToolEntry]:
+        """The tools of every configured server (`configs`: read by the caller already)."""
+        if configs is None:
+            configs = await sync_to_async(load_configs, thread_sensitive=True)()
         await self.sync(configs)
         await self.wait_ready()
         return aggregate(list(self.connections.values()))

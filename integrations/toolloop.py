@@ -23,7 +23,13 @@ from chat.models import Message
 from chat.rendering import render_markdown
 from chat.turns import Event
 from integrations import services
-from integrations.registry import ServerUnavailable, ToolEntry, ToolOutcome, get_registry
+from integrations.registry import (
+    ServerConfig,
+    ServerUnavailable,
+    ToolEntry,
+    ToolOutcome,
+    get_registry,
+)
 
 log = logging.getLogger(__name__)
 
@@ -44,20 +50,29 @@ async def _db(func, *args, **kwargs):
 # Which tools ---------------------------------------------------------------------------------
 
 
-async def tools_for_turn(user_id: int, user_text: str) -> tuple[list[ToolEntry], list[Event]]:
-    """The tools to offer this turn, and notices to show (planner result or fallback)."""
+async def tools_for_turn(
+    user_id: int,
+    user_text: str,
+    configs: list[ServerConfig] | None = None,
+    planning: bool | None = None,
+) -> tuple[list[ToolEntry], list[Event]]:
+    """The tools to offer this turn, and notices to show (planner result or fallback).
+
+    `configs` and `planning`, when the caller read them already (with the turn), save a trip
+    to the database each."""
     try:
-        entries = await get_registry().catalogue()
+        entries = await get_registry().catalogue(configs)
     except Exception:  # tools are an extra: a registry failure must not fail the chat turn
         log.exception("could not build the MCP tool catalogue")
         return [], []
     if not entries:
         return [], []
-    try:
-        planning = await _db(_planning_enabled, user_id)
-    except Exception:  # a broken setting must not cost the turn its tools
-        log.exception("could not read the planning setting")
-        planning = False
+    if planning is None:
+        try:
+            planning = await _db(_planning_enabled, user_id)
+        except Exception:  # a broken setting must not cost the turn its tools
+            log.exception("could not read the planning setting")
+            planning = False
     if not planning:
         return entries, []
     return await plan_tools(user_text, entries)

@@ -308,6 +308,9 @@ class TurnSettings:
 
     model: str = ""
     params: dict[str, Any] = field(default_factory=dict)
+    # The user's own system prompt (None: the configured default applies).
+    system_prompt: str | None = None
+    planning_enabled: bool = False
 
 
 def turn_settings_for(user) -> TurnSettings:
@@ -317,7 +320,12 @@ def turn_settings_for(user) -> TurnSettings:
         params["reasoning"] = _copy_json(model_settings.reasoning)
     if model_settings.provider:
         params["provider"] = _copy_json(model_settings.provider)
-    return TurnSettings(model=model_settings.model, params=params)
+    return TurnSettings(
+        model=model_settings.model,
+        params=params,
+        system_prompt=model_settings.system_prompt or None,
+        planning_enabled=bool(model_settings.planning_enabled),
+    )
 
 
 def active_provider(user) -> dict[str, Any]:

@@ -31,7 +31,9 @@ def test_a_reloaded_page_shows_the_live_reasoning_as_text_once_escaped():
     from chat.turns import Turn
 
     message = Message(pk=5, status=Message.Status.STREAMING, content="old", reasoning="old")
-    turn = Turn(conversation_id=1, content="new **text**", reasoning="think <b>\nmore")
+    turn = Turn(
+        conversation_id=1, content_parts=["new **", "text**"], reasoning_parts=["think <b>\nmore"]
+    )
     turn.assistant_message_id = 5
     show_live_text([message], turn)
     body = render_to_string("chat/chat.html#body", {"m": message})

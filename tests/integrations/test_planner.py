@@ -6,9 +6,11 @@ pytestmark = pytest.mark.django_db(transaction=True)
 
 
 @pytest.fixture
-def planning(monkeypatch, settings, fake_openrouter, mcp_server, add_server):
+def planning(user, settings, fake_openrouter, mcp_server, add_server):
     """Planning on for the user, the planner pointed at the fake, one real MCP server."""
-    monkeypatch.setattr("presets.services.planning_enabled_for", lambda user: True)
+    from presets.models import UserModelSettings
+
+    UserModelSettings.objects.update_or_create(user=user, defaults={"planning_enabled": True})
     settings.PLANNER_MODEL = "fake/planner"
     add_server("alpha", mcp_server("alpha").url)
     return fake_openrouter
