@@ -5,13 +5,14 @@ import hashlib
 import logging
 import re
 import threading
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import urlsplit
 
 from django.conf import settings
+from django.core.files.base import ContentFile, File
 from django.core.files.uploadedfile import UploadedFile
 from django.db import IntegrityError, close_old_connections, transaction
 from django.http import Http404
@@ -19,7 +20,7 @@ from django.utils import timezone
 
 from attachments import storage as files
 from attachments.models import Attachment
-from attachments.uploads import contains_markup, sniff_type, too_large_detail
+from attachments.uploads import Sniffed, contains_markup, sniff_type, too_large_detail
 from chat.models import Conversation, Message
 
 log = logging.getLogger(__name__)
@@ -67,42 +68,74 @@ def conversation_for_upload(user, session_id: str) -> Conversation:
 # Upload -------------------------------------------------------------------------------------
 
 
+_ALL_KINDS = frozenset({Attachment.Kind.IMAGE, Attachment.Kind.PDF})
+
+
 def attach_file(user, session_id: str, upload: UploadedFile) -> Attachment:
     """Check and store an uploaded file for the user's conversation.
 
     The type comes from the bytes; the stored name is ours; the client's filename is kept as
     metadata only.
     """
-    if not upload.size:
-        raise UploadRefused(400, "The file is empty")
-    if upload.size > settings.ATTACHMENTS_MAX_SIZE_BYTES:
-        raise UploadRefused(413, too_large_detail())
-    upload.seek(0)
-    sniffed = sniff_type(upload.read(_SNIFF_BYTES))
-    if sniffed is None:
-        raise UploadRefused(415, "Unsupported file type: only PNG, JPEG, WebP, GIF and PDF")
-    if sniffed.kind == Attachment.Kind.IMAGE and contains_markup(upload):
-        raise UploadRefused(415, "Unsupported file type: the image contains HTML or SVG markup")
+    sniffed = _checked_type(upload, _ALL_KINDS)
     conversation = conversation_for_upload(user, session_id)
+    return _store(user.pk, conversation, upload, sniffed, upload.name or "")
+
+
+def attach_generated_image(conversation: Conversation, data: bytes, stem: str) -> Attachment:
+    """Store image bytes produced on the server (an image an MCP tool returned) as an
+    attachment of the conversation, owned by its user.
+
+    The bytes pass the same checks as an upload (size, type from the magic bytes, no HTML/SVG
+    markup) and land in the same storage under a generated name; `stem` becomes the filename
+    shown (with the sniffed type's extension). UploadRefused when the bytes are refused.
+    """
+    file = ContentFile(data)
+    sniffed = _checked_type(file, {Attachment.Kind.IMAGE})
+    return _store(conversation.user_id, conversation, file, sniffed, f"{stem}.{sniffed.extension}")
+
+
+def _checked_type(file: File, kinds: Collection[str]) -> Sniffed:
+    """The type the file's bytes prove, when it is one of `kinds`; UploadRefused otherwise."""
+    if not file.size:
+        raise UploadRefused(400, "The file is empty")
+    if file.size > settings.ATTACHMENTS_MAX_SIZE_BYTES:
+        raise UploadRefused(413, too_large_detail())
+    file.seek(0)
+    sniffed = sniff_type(file.read(_SNIFF_BYTES))
+    if sniffed is None or sniffed.kind not in kinds:
+        allowed = "PNG, JPEG, WebP and GIF images"
+        if Attachment.Kind.PDF in kinds:
+            allowed = "PNG, JPEG, WebP, GIF and PDF"
+        raise UploadRefused(415, f"Unsupported file type: only {allowed}")
+    if sniffed.kind == Attachment.Kind.IMAGE and contains_markup(file):
+        raise UploadRefused(415, "Unsupported file type: the image contains HTML or SVG markup")
+    return sniffed
+
+
+def _store(
+    user_pk: int, conversation: Conversation, file: File, sniffed: Sniffed, filename: str
+) -> Attachment:
+    """Write checked bytes to the attachments storage and record them."""
     digest = hashlib.sha256()
-    upload.seek(0)
-    for chunk in upload.chunks():
+    file.seek(0)
+    for chunk in file.chunks():
         digest.update(chunk)
     attachment = Attachment(
-        user=user,
+        user_id=user_pk,
         conversation=conversation,
-        original_name=(upload.name or "")[-_FILENAME_LENGTH:],
+        original_name=filename[-_FILENAME_LENGTH:],
         mime_type=sniffed.mime_type,
         kind=sniffed.kind,
-        size_bytes=upload.size,
+        size_bytes=file.size,
         sha256=digest.hexdigest(),
         width=sniffed.width,
         height=sniffed.height,
     )
     # A generated name: the user id keeps prefixes apart, the random id makes it unguessable.
-    name = f"u{user.pk}/{attachment.public_id}.{sniffed.extension}"
-    upload.seek(0)
-    attachment.storage_name = files.get_storage().save(name, upload)
+    name = f"u{user_pk}/{attachment.public_id}.{sniffed.extension}"
+    file.seek(0)
+    attachment.storage_name = files.get_storage().save(name, file)
     try:
         attachment.save()
     except Exception:
@@ -323,10 +356,15 @@ def prompt_parts(messages: Iterable[Message], model: str) -> PromptParts:
 
     Images become `image_url` parts (a V4 signed URL for GCS, an inline data URL for local
     files), PDFs `file` parts. A model without image input gets a text note in place of each
-    image. Everything sent counts as used now, for retention.
+    image. Everything sent counts as used now, for retention. Tool results are left out: their
+    images are for the person and the model gets their text only.
     """
     result = PromptParts()
-    wanted = {m.pk: m.content_parts for m in messages if referenced_ids(m.content_parts)}
+    wanted = {
+        m.pk: m.content_parts
+        for m in messages
+        if m.role != Message.Role.TOOL and referenced_ids(m.content_parts)
+    }
     if not wanted:
         return result
     ids = {i for parts in wanted.values() for i in referenced_ids(parts)}

@@ -66,27 +66,12 @@ def annotate_tool_calls(messages: list[Message], pending_approvals: set[str]) ->
         if message.role == Message.Role.TOOL:
             found = calls.get(message.tool_call_id)
             message.tool_arguments = found["arguments"] if found else ""  # type: ignore[attr-defined]
-            message.tool_images = _tool_images(message)  # type: ignore[attr-defined]
-
-
-_IMAGE_DATA_URL = ("data:image/png;", "data:image/jpeg;", "data:image/gif;", "data:image/webp;")
-
-
-def _tool_images(message: Message) -> list[str]:
-    """Images a tool returned, kept on its result as data URLs (raster types only: an SVG data
-    URL could carry script)."""
-    urls = []
-    for part in message.content_parts or []:
-        if isinstance(part, dict) and part.get("type") == "image_url":
-            url = str((part.get("image_url") or {}).get("url", ""))
-            if url.startswith(_IMAGE_DATA_URL):
-                urls.append(url)
-    return urls
 
 
 def prepare_for_page(messages: list[Message], user_id: int) -> None:
-    """Everything the message partials need beyond the rows: attachments (one query) and tool
-    cards (approvals waiting in this process)."""
+    """Everything the message partials need beyond the rows: attachments (one query; a tool's
+    images are attachments of its result too) and tool cards (approvals waiting in this
+    process)."""
     from attachments.services import annotate_messages
     from integrations.services import pending_approvals_for
 

@@ -291,11 +291,14 @@ def tool_cards(messages) -> dict[int, dict[str, Any]]:
 
     `arguments` comes from the assistant message that asked (the result's parent); `result_html`
     is the stored, sanitised rendering of the result (never render `result` unescaped);
-    `images` are data URLs of images the tool returned.
+    `images` are the signed, owner-checked display URLs of the images the tool returned (kept
+    as attachments of the result, like a user's uploads; one query for all cards).
     """
+    from attachments.services import attachments_for_messages
     from chat.models import Message
 
     tools = [m for m in messages if m.role == Message.Role.TOOL]
+    attached = attachments_for_messages(tools)
     parents = {m.pk: m for m in messages if m.role == Message.Role.ASSISTANT}
     missing = {m.parent_id for m in tools if m.parent_id and m.parent_id not in parents}
     if missing:
@@ -321,10 +324,6 @@ def tool_cards(messages) -> dict[int, dict[str, Any]]:
             "arguments": arguments,
             "result": message.content,
             "result_html": message.html,
-            "images": [
-                p["image_url"]["url"]
-                for p in message.content_parts or []
-                if isinstance(p, dict) and p.get("type") == "image_url"
-            ],
+            "images": [a.url for a in attached.get(message.pk, []) if a.kind == "image"],
         }
     return cards

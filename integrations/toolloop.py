@@ -6,6 +6,8 @@ here. Event shapes are in contract/api.md (`tool`, `notice`).
 """
 
 import asyncio
+import base64
+import binascii
 import json
 import logging
 import time
@@ -18,6 +20,12 @@ from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.contrib.auth import get_user_model
 
+from attachments.services import (
+    ATTACHMENT_PART,
+    UploadRefused,
+    attach_generated_image,
+    link_to_message,
+)
 from chat import openrouter
 from chat.models import Message
 from chat.rendering import render_markdown
@@ -33,6 +41,8 @@ from integrations.registry import (
 
 log = logging.getLogger(__name__)
 
+# Images a tool returns are kept as attachments (checked like uploads, which also caps them at
+# ATTACHMENTS_MAX_SIZE_BYTES); these limits apply before the base64 is even decoded.
 MAX_IMAGES = 4
 MAX_IMAGE_CHARS = 7_000_000  # base64 characters, about 5 MB of image
 DENIED = "The user denied this tool call; do not retry it unless asked."
@@ -242,14 +252,11 @@ def _store_result(
         pending.save(round_message)
     assistant = pending.message
     text = cap(outcome.text)
-    parts = None
+    parts: list[dict[str, Any]] = []
     if outcome.images:
-        # Images are shown in the chat as data parts of the tool message (not sent upstream).
-        parts = [
-            {"type": "image_url", "image_url": {"url": f"data:{mime};base64,{data}"}}
-            for mime, data in outcome.images[:MAX_IMAGES]
-            if mime.startswith("image/") and len(data) <= MAX_IMAGE_CHARS
-        ] or None
+        parts, notes = _store_images(assistant, name, outcome.images)
+        if notes:
+            text = "\n\n".join([text, *notes]) if text else "\n".join(notes)
     stored = Message.objects.create(
         conversation_id=assistant.conversation_id,
         parent=assistant,
@@ -257,16 +264,53 @@ def _store_result(
         status=Message.Status.COMPLETE if outcome.ok else Message.Status.ERROR,
         content=text,
         html=render_markdown(text),
-        content_parts=parts,
+        content_parts=parts or None,
         error="" if outcome.ok else text[:500],
         tool_call_id=call_id,
         tool_name=name,
         routing={"mcp_server": server_id} if server_id else None,
         duration_ms=duration_ms,
     )
+    if parts:
+        link_to_message(stored)  # deleting the result (or what it answers) deletes its images
     if last and pending.prepare_next is not None:
         pending.next = pending.prepare_next(stored)
     return stored
+
+
+def _store_images(
+    assistant: Message, tool_name: str, images: list[tuple[str, str]]
+) -> tuple[list[dict[str, Any]], list[str]]:
+    """Keep a tool's images as attachments of the conversation, checked like uploads, for the
+    person (the model gets the result's text only). Returns the `attachment` parts for the
+    tool message and a note for each image left out (the model and the person read those)."""
+    parts: list[dict[str, Any]] = []
+    notes: list[str] = []
+    conversation = assistant.conversation
+    for number, (_declared, data) in enumerate(images[:MAX_IMAGES], start=1):
+        try:
+            if len(data) > MAX_IMAGE_CHARS:
+                raise UploadRefused(413, f"too large ({len(data)} base64 characters)")
+            try:
+                raw = base64.b64decode("".join(data.split()), validate=True)
+            except (binascii.Error, ValueError):
+                raise UploadRefused(400, "not valid base64") from None
+            attachment = attach_generated_image(conversation, raw, f"{tool_name}-{number}")
+        except UploadRefused as exc:
+            reason = exc.detail.rstrip(".")
+            notes.append(f"[Image {number} was not kept: {reason[:1].lower()}{reason[1:]}.]")
+            continue
+        except Exception:  # a storage failure costs the image, not the tool result
+            log.exception("could not store image %d of tool %s", number, tool_name)
+            notes.append(f"[Image {number} was not kept: it could not be stored.]")
+            continue
+        parts.append({"type": ATTACHMENT_PART, "attachment_id": attachment.public_id})
+    if len(images) > MAX_IMAGES:
+        notes.append(
+            f"[{len(images) - MAX_IMAGES} more image(s) were not kept: at most {MAX_IMAGES} "
+            "per result.]"
+        )
+    return parts, notes
 
 
 async def run_calls(

@@ -34,3 +34,36 @@ def test_tool_cards_and_approval_in_the_page(page: Page, logged_in, fake_openrou
         page.screenshot(path=SCREENSHOTS / "tools.png")
     finally:
         server.stop()
+
+
+def test_an_image_a_tool_returns_loads_on_its_card_live_and_after_reload(
+    page: Page, logged_in, fake_openrouter, settings, tmp_path
+):
+    from tests.browser.test_attachments_page import wait_image_loaded
+
+    settings.STORAGES = {
+        **settings.STORAGES,
+        "attachments": {
+            "BACKEND": "django.core.files.storage.FileSystemStorage",
+            "OPTIONS": {"location": str(tmp_path / "attachments")},
+        },
+    }
+    server = McpHttpServer("alpha").start()
+    try:
+        McpServer.objects.create(server_id="alpha", url=server.url)
+        settings.OPENROUTER_DEFAULT_MODEL = "fake/tool-turn"
+        set_calls(fake_openrouter, ("picture", {}))
+        page.goto(f"{logged_in.url}/")
+        expect(page.locator("#connection")).to_have_attribute("data-state", "open")
+        send(page, "Draw a pixel")
+
+        expect(page.locator(".msg-assistant.status-complete").last).to_contain_text("Draw")
+        thumb = ".msg-tool img.attachment-thumb"
+        # The 1x1 PNG from the tool, served through the signed, owner-checked download URL
+        # (a strict CSP blocks nothing: same origin, no data: URL).
+        wait_image_loaded(page, thumb, 1)
+        assert (page.locator(thumb).get_attribute("src") or "").startswith("/attachments/att_")
+        page.reload()
+        wait_image_loaded(page, thumb, 1)
+    finally:
+        server.stop()

@@ -109,6 +109,20 @@ def mcp_settings(settings):
 
 
 @pytest.fixture(autouse=True)
+def attachments_storage(settings, tmp_path):
+    """Images tools return are stored as attachments: each test gets its own directory."""
+    location = tmp_path / "attachments"
+    settings.STORAGES = {
+        **settings.STORAGES,
+        "attachments": {
+            "BACKEND": "django.core.files.storage.FileSystemStorage",
+            "OPTIONS": {"location": str(location)},
+        },
+    }
+    return location
+
+
+@pytest.fixture(autouse=True)
 async def close_mcp_registry():
     """Each test's event loop has its own registry: close its sessions with the test."""
     yield

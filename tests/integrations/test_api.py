@@ -1,6 +1,8 @@
 import pytest
 from asgiref.sync import sync_to_async
 
+from attachments.models import Attachment
+from attachments.storage import check_download
 from chat.services import create_api_token
 from integrations import services
 from integrations.models import McpServer
@@ -241,7 +243,7 @@ async def test_stop_while_waiting_for_approval_leaves_a_consistent_history(
     assert sent[-1]["content"] == "and now?"
 
 
-async def test_tool_cards_for_the_page(aapi, fake_openrouter, mcp_server, add_server):
+async def test_tool_cards_for_the_page(aapi, user, fake_openrouter, mcp_server, add_server):
     from chat.models import Message
     from tests.integrations.conftest import chat
 
@@ -255,4 +257,9 @@ async def test_tool_cards_for_the_page(aapi, fake_openrouter, mcp_server, add_se
     assert card["name"] == "picture" and card["server"] == "alpha"
     assert card["status"] == "finished" and card["arguments"] == {}
     assert card["result_html"].startswith("<p>here is a pixel")
-    assert card["images"][0].startswith("data:image/png;base64,")
+    # The image is an attachment of the result, shown through its signed download URL.
+    image = await Attachment.objects.aget()
+    (url,) = card["images"]
+    path, _, query = url.partition("?token=")
+    assert path == f"/attachments/{image.public_id}/"
+    assert check_download(query, image.public_id, user.pk)

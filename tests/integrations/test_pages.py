@@ -103,8 +103,7 @@ async def test_an_image_a_tool_returns_is_shown_on_its_card(user, tool_turn):
     ws = await connect(user)
     await start(ws, "draw")
     final = (await frames_until(ws, finished))[-1]
-    images = re.findall(
-        r'<img class="attachment-thumb" src="([^"]+)" alt="Image from picture">', final
-    )
-    assert len(images) == 1 and images[0].startswith("data:image/png;base64,")
+    images = re.findall(r'<img class="attachment-thumb" src="([^"]+)" alt="picture-1.png"', final)
+    assert len(images) == 1 and images[0].startswith("/attachments/att_")
+    assert "?token=" in images[0] and "data:" not in final
     await ws.disconnect()

@@ -4,6 +4,7 @@ from html.parser import HTMLParser
 import pytest
 from asgiref.sync import sync_to_async
 
+from attachments.models import Attachment
 from chat.models import Message
 from chat.rendering import render_markdown
 from tests.conftest import bearer_client
@@ -143,8 +144,9 @@ async def test_image_in_a_result_is_stored_for_the_chat(
     assert done["status"] == "finished" and done["images"] == 1
     stored = await Message.objects.aget(pk=done["message_id"])
     (part,) = stored.content_parts or []
-    assert part["type"] == "image_url"
-    assert part["image_url"]["url"].startswith("data:image/png;base64,iVBORw0KGgo")
+    assert part["type"] == "attachment"
+    image = await Attachment.objects.aget(public_id=part["attachment_id"])
+    assert image.mime_type == "image/png" and image.message_id == stored.pk
     assert "here is a pixel" in stored.content
     # The model gets text only: the image is for the person.
     sent = fake_openrouter.requests[1]["body"]["messages"][-1]
