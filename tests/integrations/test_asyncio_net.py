@@ -109,7 +109,10 @@ async def test_a_dropped_connection_mid_answer_is_a_transport_error():
 
 
 async def test_a_refused_connection_is_a_connect_error():
-    server, port = await serve(read_request)  # a port that was just free
+    async def never(reader, writer):
+        writer.close()
+
+    server, port = await serve(never)  # a port that was just free
     server.close()
     await server.wait_closed()
     async with client() as http:
