@@ -3,6 +3,7 @@
 Any OpenAI-compatible server works (OPENROUTER_BASE_URL), e.g. a local llama.cpp or Ollama.
 """
 
+import asyncio
 import codecs
 import json
 import logging
@@ -127,6 +128,18 @@ async def _data_lines(response: httpx.Response) -> AsyncIterator[str]:
         yield pending.rstrip("\r")
 
 
+async def _drain(lines: AsyncIterator[str]) -> None:
+    """Read the stream to its end after `[DONE]`: a response read to the end leaves its
+    keep-alive connection in the pool for the next request (closing it early closes the
+    connection). A server that keeps the stream open after `[DONE]` gets a second."""
+    try:
+        async with asyncio.timeout(1.0):
+            async for _ in lines:
+                pass
+    except (TimeoutError, httpx.HTTPError):
+        pass
+
+
 async def stream_chat(body: dict[str, Any]) -> AsyncIterator[tuple[str, dict[str, Any]]]:
     """Stream a chat completion, yielding (raw data line, parsed chunk) per upstream chunk.
 
@@ -144,9 +157,11 @@ async def stream_chat(body: dict[str, Any]) -> AsyncIterator[tuple[str, dict[str
                 await response.aread()
                 raise _error_from_response(response)
             finished = False
-            async for line in _data_lines(response):
+            lines = _data_lines(response)
+            async for line in lines:
                 data = line[5:].strip()
                 if data == "[DONE]":
+                    await _drain(lines)
                     return
                 try:
                     chunk = json.loads(data)

@@ -127,9 +127,28 @@ def _fill(
     return message
 
 
+# What _fill sets, plus the rendered HTML: the columns a finished round writes.
+_ROUND_FIELDS = [
+    "status",
+    "content",
+    "reasoning",
+    "error",
+    "finish_reason",
+    "generation_id",
+    "model",
+    "usage",
+    "cost",
+    "routing",
+    "tool_calls",
+    "duration_ms",
+    "html",
+    "updated_at",
+]
+
+
 def _save(message: Message) -> Message:
     message.html = render_markdown(message.content)
-    message.save()
+    message.save(update_fields=_ROUND_FIELDS)
     if not message.tool_calls:  # a round that asks for tools is not the end of the turn
         Conversation.objects.filter(pk=message.conversation_id).update(updated_at=timezone.now())
     return message

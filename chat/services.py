@@ -181,10 +181,14 @@ def prepare_turn(user, request: TurnInput) -> PreparedTurn:
     turn needs to start (the first prompt, the MCP server configs): one trip to the database."""
     from integrations.registry import load_configs
 
-    prepared, saved = _store_turn(user, request)
-    # Read after the write transaction, so SQLite's write lock is not held for them.
+    prepared, saved, stored = _store_turn(user, request)
+    # Read after the write transaction, so SQLite's write lock is not held for them. A new
+    # conversation's history is what was just stored: no need to read it back.
     prepared.prompt = build_prompt(
-        prepared.conversation, prepared.assistant, system_prompt_for(user, saved)
+        prepared.conversation,
+        prepared.assistant,
+        system_prompt_for(user, saved),
+        history=stored if prepared.created else None,
     )
     prepared.planning = saved.planning_enabled
     prepared.tool_configs = load_configs()
@@ -192,7 +196,7 @@ def prepare_turn(user, request: TurnInput) -> PreparedTurn:
 
 
 @transaction.atomic
-def _store_turn(user, request: TurnInput) -> tuple[PreparedTurn, TurnSettings]:
+def _store_turn(user, request: TurnInput) -> tuple[PreparedTurn, TurnSettings, list[Message]]:
     # The user's saved settings (presets app) apply unless the request body overrides them.
     saved = turn_settings_for(user)
     new = [m for m in request.messages if m.get("role") != "assistant"]
@@ -227,6 +231,7 @@ def _store_turn(user, request: TurnInput) -> tuple[PreparedTurn, TurnSettings]:
         )
     parent = None
     user_message = None
+    stored: list[Message] = []
     for index, item in enumerate(new):
         content = item.get("content")
         is_last = index == len(new) - 1
@@ -245,6 +250,7 @@ def _store_turn(user, request: TurnInput) -> tuple[PreparedTurn, TurnSettings]:
             tool_name=item.get("name") or "",
             client_message_id=request.client_parent_message_id if is_last else "",
         )
+        stored.append(parent)
         if item["role"] == "user":
             user_message = parent
         attachments.link_to_message(parent)
@@ -269,7 +275,7 @@ def _store_turn(user, request: TurnInput) -> tuple[PreparedTurn, TurnSettings]:
     }
     prepared = PreparedTurn(conversation, created, assistant, user_message, model, params)
     prepared.notices.extend(attachments.image_notices(user_message, model))
-    return prepared, saved
+    return prepared, saved, stored
 
 
 def _session_id(session_id: str | None) -> dict[str, str]:
@@ -294,19 +300,28 @@ def time_context() -> str:
 
 
 def build_prompt(
-    conversation: Conversation, upto: Message, system_prompt: str | None = None
+    conversation: Conversation,
+    upto: Message,
+    system_prompt: str | None = None,
+    history: list[Message] | None = None,
 ) -> list[dict[str, Any]]:
     """System prompt + a current date/time block + the stored history before `upto`.
 
-    `system_prompt`: the one to use, when the caller has worked it out already."""
+    `system_prompt`: the one to use, and `history`: the conversation's messages before `upto`
+    in order, when the caller has them already."""
     if system_prompt is None:
         system_prompt = system_prompt_for(conversation.user)
     system = "\n\n".join(p for p in (system_prompt, time_context()) if p)
     prompt: list[dict[str, Any]] = [{"role": "system", "content": system}]
-    history = list(
-        conversation.messages.filter(pk__lt=upto.pk).order_by("-pk")[: settings.CHAT_HISTORY_LIMIT]
-    )
-    history.reverse()
+    if history is None:
+        history = list(
+            conversation.messages.filter(pk__lt=upto.pk).order_by("-pk")[
+                : settings.CHAT_HISTORY_LIMIT
+            ]
+        )
+        history.reverse()
+    else:
+        history = history[-settings.CHAT_HISTORY_LIMIT :]
     answered = {m.tool_call_id for m in history if m.role == Message.Role.TOOL}
     # Stored attachment references become image/file parts with freshly signed URLs.
     expanded = attachments.prompt_parts(history, upto.model).parts

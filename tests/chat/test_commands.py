@@ -91,3 +91,37 @@ def test_serve_migrates_creates_an_admin_and_serves(tmp_path):
     assert "Created the staff superuser 'admin' with password: " in output
     assert "OPENROUTER_API_KEY is not set" in output
     assert (tmp_path / "db.sqlite3").exists()
+
+
+@pytest.mark.django_db
+def test_a_new_sqlite_database_is_put_in_wal_mode_once_per_process(tmp_path, settings):
+    from django.db.backends.sqlite3.base import DatabaseWrapper
+
+    from chat import apps
+
+    def open_connection(name: str) -> DatabaseWrapper:
+        options = dict(settings.DATABASES["default"].get("OPTIONS", {}))
+        if settings.DATABASES["default"]["ENGINE"] != "django.db.backends.sqlite3":
+            options = {"timeout": 20, "init_command": "PRAGMA synchronous=NORMAL;"}
+        wrapper = DatabaseWrapper(
+            {**settings.DATABASES["default"], "NAME": name, "OPTIONS": options}
+        )
+        wrapper.ensure_connection()
+        return wrapper
+
+    path = str(tmp_path / "fresh.sqlite3")
+    first = open_connection(path)
+    try:
+        with first.cursor() as cursor:
+            assert cursor.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+            assert cursor.execute("PRAGMA synchronous").fetchone()[0] == 1  # NORMAL
+    finally:
+        first.close()
+    assert path in apps._wal_files
+    # Later connections to the same file ask nothing: the mode is stored in the file.
+    second = open_connection(path)
+    try:
+        with second.cursor() as cursor:
+            assert cursor.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    finally:
+        second.close()

@@ -72,6 +72,38 @@ async def test_upstream_request_carries_prompt_usage_and_parameters(
     assert body["messages"][1:] == [{"role": "user", "content": "hello there"}]
 
 
+async def test_a_new_conversations_first_prompt_is_what_its_stored_history_gives(
+    aapi, fake_openrouter, settings
+):
+    # The first prompt of a new conversation is built from the messages just stored, without
+    # reading them back: it must be exactly what the stored history gives.
+    from asgiref.sync import sync_to_async
+
+    from chat.services import build_prompt
+
+    settings.CHAT_HISTORY_LIMIT = 3
+    messages = [
+        {"role": "system", "content": "Answer in French."},
+        {"role": "user", "content": "first question"},
+        {"role": "assistant", "content": "ignored: the server keeps its own history"},
+        {"role": "user", "content": "second question"},
+        {"role": "user", "content": [{"type": "text", "text": "third, in parts"}]},
+    ]
+    events, _ = await read_stream(await post_stream(aapi, messages=messages))
+    sent = fake_openrouter.requests[-1]["body"]["messages"]
+    conversation = await Conversation.objects.select_related("user").aget(
+        session_id=events[0].json["session_id"]
+    )
+    assistant = await conversation.messages.filter(role="assistant").aget()
+    stored = await sync_to_async(build_prompt)(conversation, assistant)
+    assert sent[1:] == stored[1:]
+    assert sent[1:] == [
+        {"role": "user", "content": "first question"},
+        {"role": "user", "content": "second question"},
+        {"role": "user", "content": [{"type": "text", "text": "third, in parts"}]},
+    ], "the last CHAT_HISTORY_LIMIT messages, the client's assistant message dropped"
+
+
 async def test_history_is_kept_server_side_and_client_assistant_messages_ignored(
     aapi, fake_openrouter
 ):
