@@ -65,6 +65,7 @@ class TcpProxy:
         self.writers: set[asyncio.StreamWriter] = set()
         self.server: asyncio.Server | None = None
         self.port = 0
+        self.connections = 0  # accepted so far
         self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
 
     @property
@@ -82,6 +83,7 @@ class TcpProxy:
             writer.close()
 
     async def _handle(self, client_reader, client_writer) -> None:
+        self.connections += 1
         upstream_reader, upstream_writer = await asyncio.open_connection(
             "127.0.0.1", self.target_port
         )

@@ -72,6 +72,22 @@ async def test_upstream_request_carries_prompt_usage_and_parameters(
     assert body["messages"][1:] == [{"role": "user", "content": "hello there"}]
 
 
+async def test_turns_reuse_the_keep_alive_connection_to_the_model_api(
+    aapi, fake_openrouter, settings
+):
+    from tests.servers import TcpProxy
+
+    proxy = TcpProxy(fake_openrouter.server.port).start()
+    try:
+        settings.OPENROUTER_BASE_URL = f"{proxy.url}/api/v1"
+        for _ in range(3):
+            events, _ = await read_stream(await post_stream(aapi))
+            assert content_of(events) == "Echo: hello there done."
+        assert proxy.connections == 1, "one connection for three turns, read to its end each"
+    finally:
+        proxy.stop()
+
+
 async def test_a_new_conversations_first_prompt_is_what_its_stored_history_gives(
     aapi, fake_openrouter, settings
 ):
