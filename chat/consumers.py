@@ -144,13 +144,6 @@ class ChatConsumer(AsyncWebsocketConsumer):
         session_id = str(data.get("session_id") or "")[:100]
         if session_id and (self.conversation is None or self.conversation.session_id != session_id):
             await self._follow(session_id)
-        if client_id and self.conversation is not None:
-            # A double click or a resend after reconnecting: the turn already exists.
-            duplicate = await Message.objects.filter(
-                conversation=self.conversation, role="user", client_message_id=client_id
-            ).aexists()
-            if duplicate:
-                return
         content: str | list[dict[str, Any]] = text
         if ids:
             # Files alone are a message too: the model gets them without a text part.
@@ -161,10 +154,9 @@ class ChatConsumer(AsyncWebsocketConsumer):
             session_id=session_id or None,
             client_parent_message_id=client_id,
         )
-        # The first message of a conversation (even one that files were uploaded to first)
-        # gives the page its address and the sidebar its entry.
-        first = self.conversation is None or not await self.conversation.messages.aexists()
-        await self._start(turn_input, announce=first)
+        # A double click or a resend after reconnecting (the same client_id) makes no second
+        # turn: prepare_turn raises DuplicateMessage and _start drops it.
+        await self._start(turn_input)
 
     async def on_retry(self, data: dict[str, Any]) -> None:
         if self.conversation is None:
@@ -210,10 +202,11 @@ class ChatConsumer(AsyncWebsocketConsumer):
         await self.channel_layer.group_add(live.frames_group(conversation.pk), self.channel_name)
         return True
 
-    async def _start(self, turn_input: services.TurnInput, announce: bool = False) -> None:
+    async def _start(self, turn_input: services.TurnInput) -> None:
+        retry = turn_input.retry_of is not None
         try:
-            prepared, root_id, frame = await database_sync_to_async(self._prepare)(
-                turn_input, append=turn_input.retry_of is None
+            prepared, root_id, first, frame = await database_sync_to_async(self._prepare)(
+                turn_input, append=not retry
             )
         except turns.TurnInProgress:
             await self._notice("Wait for the current answer to finish, or stop it.", "error")
@@ -226,18 +219,34 @@ class ChatConsumer(AsyncWebsocketConsumer):
             await self.channel_layer.group_add(
                 live.frames_group(conversation.pk), self.channel_name
             )
-        if announce:
+        if first and not retry:
+            # The first message of a conversation (even one that files were uploaded to
+            # first) gives the page its address and the sidebar its entry.
             await self.send(text_data=await database_sync_to_async(self._announce)(conversation))
         turn = services.start_turn(prepared)
         await live.broadcast(conversation.pk, frame + live.render_turn_state(True))
-        live.start(turn, conversation, root_id)
+        live.start(turn, conversation, root_id, first_exchange=first)
 
     def _prepare(self, turn_input: services.TurnInput, append: bool):
-        """Store the turn and draw it, in one trip to the database thread."""
+        """Store the turn and draw it, in one trip to the database thread.
+
+        Returns the prepared turn, its root (user) message id, whether it is the conversation's
+        first exchange, and the frame that draws it."""
         prepared = services.prepare_turn(self.user, turn_input)
-        root_id = services.turn_root_of(prepared.assistant)
-        frame = live.render_turn(prepared.conversation, root_id, append=append, live=None)
-        return prepared, root_id, frame
+        conversation = prepared.conversation
+        view = None
+        if append and prepared.user_message is not None:
+            # A new turn is the user message just stored and the answer to come: no need to
+            # read them back.
+            root_id = prepared.user_message.pk
+            view = history.TurnView(root_id, [prepared.user_message, prepared.assistant])
+        else:
+            root_id = services.turn_root_of(prepared.assistant)
+        first = prepared.created or not (
+            conversation.messages.filter(role=Message.Role.USER, pk__lt=root_id).exists()
+        )
+        frame = live.render_turn(conversation, root_id, append=append, live=None, view=view)
+        return prepared, root_id, first, frame
 
     def _announce(self, conversation: Conversation) -> str:
         """A new conversation: the page learns its id, and the sidebar lists it."""

@@ -9,7 +9,6 @@ them. It also listens on the conversation's control group, so Stop works from an
 import asyncio
 import contextlib
 import logging
-import time
 from types import SimpleNamespace
 
 from asgiref.sync import sync_to_async
@@ -55,9 +54,18 @@ def _turn_context(conversation: Conversation, view: history.TurnView) -> dict:
     return {"turn": view, "session_id": conversation.session_id, "conversation": conversation}
 
 
-def render_turn(conversation: Conversation, root_id: int, *, append: bool, live: Turn | None):
-    """A turn read fresh from the database, as an out-of-band swap (or an append)."""
-    view = history.turn_messages(conversation.pk, root_id)
+def render_turn(
+    conversation: Conversation,
+    root_id: int,
+    *,
+    append: bool,
+    live: Turn | None,
+    view: history.TurnView | None = None,
+):
+    """A turn read fresh from the database (or given as `view`, when the caller has just
+    stored its messages), as an out-of-band swap (or an append)."""
+    if view is None:
+        view = history.turn_messages(conversation.pk, root_id)
     if view is None:
         return ""
     history.prepare_for_page(view.messages, conversation.user_id)
@@ -137,33 +145,47 @@ async def _listen_for_control(layer, channel: str, turn: Turn) -> None:
             answer_tool_approval(owner, str(message.get("call_id")), bool(message.get("approve")))
 
 
+_TICK = Event("tick", None)
+
+
 async def publish(
-    turn: Turn, queue: asyncio.Queue[Event], conversation: Conversation, root_id: int
+    turn: Turn,
+    queue: asyncio.Queue[Event],
+    conversation: Conversation,
+    root_id: int,
+    first_exchange: bool = True,
 ) -> None:
-    """Relay a running turn to the pages until it ends (not tied to any tab)."""
+    """Relay a running turn to the pages until it ends (not tied to any tab); after a
+    conversation's first exchange, name it."""
     layer = get_channel_layer()
     channel = await layer.new_channel()
     await layer.group_add(control_group(conversation.pk), channel)
     listener = asyncio.create_task(_listen_for_control(layer, channel, turn))
     interval = settings.CHAT_FRAME_SECONDS
+    loop = asyncio.get_running_loop()
     last_frame = 0.0
     dirty = False
+    # A content frame is due `interval` after the last one: one timer per frame drops a tick
+    # into the queue, rather than a timeout around every event.
+    tick: asyncio.TimerHandle | None = None
     markdown = StreamingMarkdown()
     drawn_message_id = turn.assistant_message_id  # the message the page has an element for
     try:
         while True:
-            timeout = max(0.0, last_frame + interval - time.monotonic()) if dirty else None
-            event: Event | None = None
-            try:
-                async with asyncio.timeout(timeout):
-                    event = await queue.get()
-            except TimeoutError:
-                event = None
+            event = await queue.get()
             if event is END:
                 break
-            if event is not None and event.name == "message":
+            if event is _TICK:
+                tick = None
+            elif event.name == "message":
                 dirty = True
-            elif event is not None and event.name != "metadata":
+                if tick is not None:
+                    continue
+                delay = last_frame + interval - loop.time()
+                if delay > 0:
+                    tick = loop.call_later(delay, queue.put_nowait, _TICK)
+                    continue
+            elif event.name != "metadata":
                 # Tool calls and notices change the turn's shape: redraw it whole. (A stored
                 # answer needs no redraw: the next tool event or the end redraws.)
                 if event.name == "notice":
@@ -174,24 +196,29 @@ async def publish(
                 await broadcast(conversation.pk, html)
                 drawn_message_id = turn.assistant_message_id
                 dirty = False
-                last_frame = time.monotonic()
+                last_frame = loop.time()
                 continue
-            if dirty and time.monotonic() - last_frame >= interval:
-                message_id = turn.assistant_message_id
-                if message_id is not None and message_id != drawn_message_id:
-                    # A new model round stores a new message: draw it before filling it.
-                    markdown = StreamingMarkdown()
-                    html = await sync_to_async(render_turn)(
-                        conversation, root_id, append=False, live=turn
-                    )
-                    drawn_message_id = message_id
-                    await broadcast(conversation.pk, html)
-                elif message_id is not None:
-                    html = render_content(message_id, turn.content, turn.reasoning, markdown)
-                    await broadcast(conversation.pk, html)
-                dirty = False
-                last_frame = time.monotonic()
+            else:
+                continue
+            if not dirty:
+                continue
+            message_id = turn.assistant_message_id
+            if message_id is not None and message_id != drawn_message_id:
+                # A new model round stores a new message: draw it before filling it.
+                markdown = StreamingMarkdown()
+                html = await sync_to_async(render_turn)(
+                    conversation, root_id, append=False, live=turn
+                )
+                drawn_message_id = message_id
+                await broadcast(conversation.pk, html)
+            elif message_id is not None:
+                html = render_content(message_id, turn.content, turn.reasoning, markdown)
+                await broadcast(conversation.pk, html)
+            dirty = False
+            last_frame = loop.time()
     finally:
+        if tick is not None:
+            tick.cancel()
         listener.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await listener
@@ -199,7 +226,8 @@ async def publish(
         turn.unsubscribe(queue)
     final = await sync_to_async(render_turn)(conversation, root_id, append=False, live=None)
     await broadcast(conversation.pk, final + render_turn_state(False))
-    await _maybe_title(conversation, root_id)
+    if first_exchange:
+        await _maybe_title(conversation, root_id)
 
 
 async def _maybe_title(conversation: Conversation, root_id: int) -> None:
@@ -211,11 +239,14 @@ async def _maybe_title(conversation: Conversation, root_id: int) -> None:
         await broadcast(conversation.pk, render_conversation_item(updated) + render_title(updated))
 
 
-def start(turn: Turn, conversation: Conversation, root_id: int) -> asyncio.Task:
+def start(
+    turn: Turn, conversation: Conversation, root_id: int, first_exchange: bool = True
+) -> asyncio.Task:
     # Subscribe now, before the turn's task first runs, so its end cannot be missed.
     queue = turn.subscribe()
     task = asyncio.get_running_loop().create_task(
-        publish(turn, queue, conversation, root_id), name=f"publish-{conversation.pk}"
+        publish(turn, queue, conversation, root_id, first_exchange),
+        name=f"publish-{conversation.pk}",
     )
     _publishers.add(task)
     task.add_done_callback(_publishers.discard)

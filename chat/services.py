@@ -265,10 +265,13 @@ def _store_turn(user, request: TurnInput) -> tuple[PreparedTurn, TurnSettings, l
         client_message_id=request.client_assistant_message_id,
     )
     if not created:
+        fields = ["model", "updated_at"]
         if not conversation.title and user_message is not None:
             conversation.title = _title_from(user_message.content)
+            fields.append("title")
         conversation.model = model
-        conversation.save(update_fields=["title", "model", "updated_at"])
+        # Only the fields changed here: a title generated meanwhile must not be overwritten.
+        conversation.save(update_fields=fields)
     params = {
         **saved.params,
         **{k: v for k, v in request.params.items() if k not in _OWN_KEYS},

@@ -238,3 +238,19 @@ async def test_handshake_checks_origin_and_authenticates_by_session_cookie(user)
     connected, _ = await own.connect()
     assert connected
     await own.disconnect()
+
+
+async def test_only_a_conversations_first_exchange_asks_for_a_title(user, fake_openrouter):
+    ws = await connect(user)
+    await send(ws, action="send", message="first", client_id="t-1", session_id="")
+    await frames_until(ws, turn_finished)
+    conversation = await Conversation.objects.aget(user=user)
+    await send(
+        ws, action="send", message="second", client_id="t-2", session_id=conversation.session_id
+    )
+    await frames_until(ws, turn_finished)
+    await asyncio.sleep(0.3)  # a title request would be made right after the final frame
+    titles = [r for r in fake_openrouter.requests if not r["body"].get("stream")]
+    assert len(titles) == 1
+    assert "first" in titles[0]["body"]["messages"][1]["content"]
+    await ws.disconnect()

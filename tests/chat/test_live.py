@@ -1,3 +1,4 @@
+import pytest
 from django.template.loader import render_to_string
 
 from chat.live import render_content
@@ -40,3 +41,32 @@ def test_a_reloaded_page_shows_the_live_reasoning_as_text_once_escaped():
     reasoning = render_to_string("chat/chat.html#reasoning", {"m": message})
     assert "<strong>text</strong>" in body and "old" not in body
     assert "think &lt;b&gt;<br>more" in reasoning and "&lt;p&gt;" not in reasoning
+
+
+@pytest.mark.django_db
+def test_a_new_turn_drawn_from_the_messages_just_stored_is_the_turn_read_back(user):
+    # The page's frame for a new turn is drawn from the messages prepare_turn just stored;
+    # it must be the same HTML as the turn read from the database.
+    from chat import history, live, services
+
+    first = services.prepare_turn(
+        user, services.TurnInput(messages=[{"role": "user", "content": "first **question**"}])
+    )
+    Message.objects.filter(pk=first.assistant.pk).update(status="complete", content="answer")
+    prepared = services.prepare_turn(
+        user,
+        services.TurnInput(
+            messages=[{"role": "user", "content": "and a `second` one"}],
+            session_id=first.conversation.session_id,
+            client_parent_message_id="c-9",
+        ),
+    )
+    assert prepared.user_message is not None
+    root_id = prepared.user_message.pk
+    view = history.TurnView(root_id, [prepared.user_message, prepared.assistant])
+    from_memory = live.render_turn(
+        prepared.conversation, root_id, append=True, live=None, view=view
+    )
+    read_back = live.render_turn(prepared.conversation, root_id, append=True, live=None)
+    assert "second" in from_memory and "status-streaming" in from_memory
+    assert from_memory == read_back
