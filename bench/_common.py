@@ -27,6 +27,33 @@ def cpu_seconds(pid: int) -> float:
     return (utime + stime) / _CLOCK_TICKS
 
 
+def reference_cpu_ms() -> float:
+    """CPU milliseconds of a fixed pure-Python workload shaped like a streaming server's
+    (parse a chunk of JSON, build an event, format and encode it), best of 5.
+
+    Printed by the benchmarks so their absolute CPU figures can be set against the machine's
+    speed: the same tree gives very different ms per 1,000 tokens on different machines."""
+    import json
+
+    chunk = json.dumps(
+        {
+            "id": "gen-1",
+            "model": "fake/ok",
+            "choices": [{"index": 0, "delta": {"content": "word "}, "finish_reason": None}],
+        }
+    )
+    best = float("inf")
+    for _ in range(5):
+        start = time.process_time()
+        for _ in range(20_000):
+            data = json.loads(chunk)
+            text = data["choices"][0]["delta"]["content"]
+            line = f"event: message\ndata: {chunk}\n\n".encode()
+            _ = (text.strip(), line.split(b"\n"), {"name": "message", "data": data})
+        best = min(best, time.process_time() - start)
+    return best * 1000
+
+
 def percentile(values: list[float], q: float) -> float:
     """The q-th percentile (0..100), linear between the closest ranks."""
     if not values:

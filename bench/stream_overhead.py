@@ -35,6 +35,7 @@ from bench._common import (
     free_port,
     percentile,
     prepare_app_database,
+    reference_cpu_ms,
     stop,
     wait_until_up,
 )
@@ -322,6 +323,12 @@ def report(
         b = base.cpu[concurrency] / base.tokens[concurrency] * 1e6
         print(f"  at {concurrency:2} concurrent stream(s) {'':17}{a:7.1f}   {b:7.1f}")
     overall = total_cpu / total_tokens * 1e6
+    top = max(app.cpu)
+    ratio = (app.cpu[top] / app.tokens[top]) / (base.cpu[top] / base.tokens[top])
+    print(
+        f"  app / fake upstream at {top} streams: {ratio:.1f}x  (the fake serves the same SSE "
+        "stream: a ratio that carries from machine to machine)"
+    )
     ok = overall <= TARGET_CPU_MS_PER_1K
     met = met and ok
     print(
@@ -357,6 +364,10 @@ def report(
     print(
         f"(load average at start/end: {load[0]:.2f}/{load[1]:.2f} on {os.cpu_count()} CPUs; "
         "client, app and fake share them, so other load on the machine skews the figures)"
+    )
+    print(
+        f"(machine speed: the reference workload took {reference_cpu_ms():.1f} ms of CPU; "
+        "absolute CPU figures scale with it, see bench/README.md)"
     )
     return met
 

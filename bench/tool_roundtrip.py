@@ -214,6 +214,16 @@ async def main(turns: int) -> None:
         mark = "OK" if added <= TARGET_ADDED_P50_MS else "ABOVE TARGET"
         print(f"c={concurrency}: added p50 {added:.2f} ms (target <= {TARGET_ADDED_P50_MS} ms) "
               f"{mark}")  # fmt: skip
+    print(
+        f"(machine speed: the reference workload took {_reference_cpu_ms():.1f} ms of CPU; "
+        "absolute figures scale with it, see bench/README.md)"
+    )
+
+
+def _reference_cpu_ms() -> float:
+    from bench._common import reference_cpu_ms
+
+    return reference_cpu_ms()
 
 
 def serve_fakes() -> None:

@@ -33,7 +33,14 @@ from websockets.exceptions import WebSocketException
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench._common import cpu_seconds, free_port, percentile, stop, wait_until_up
+from bench._common import (
+    cpu_seconds,
+    free_port,
+    percentile,
+    reference_cpu_ms,
+    stop,
+    wait_until_up,
+)
 from bench._pages import STAMP_RE, age_seconds, app_env, now_units, start_app, start_fake
 from tests.fake_openrouter import API_KEY
 
@@ -364,6 +371,10 @@ def report(outcome: Outcome, load: tuple[float, float]) -> bool:
     lines.append(
         f"(load average at start/end: {load[0]:.2f}/{load[1]:.2f} on {os.cpu_count()} CPUs; "
         "client, app and fake share them, so other load on the machine skews the figures)"
+    )
+    lines.append(
+        f"(machine speed: the reference workload took {reference_cpu_ms():.1f} ms of CPU; "
+        "absolute CPU figures scale with it, see bench/README.md)"
     )
     print()
     print("\n".join(lines))
