@@ -41,7 +41,8 @@ from bench._common import (
 )
 from tests.fake_openrouter import API_KEY
 
-TOKENS = 64
+# BENCH_TOKENS=256 gives longer replies (to split per-request from per-token costs).
+TOKENS = int(os.environ.get("BENCH_TOKENS", "64"))
 TOKEN_DELAY = 0.02  # 50 tokens/s
 STREAM_SECONDS = TOKENS * TOKEN_DELAY
 MODEL = "fake/ok"
