@@ -19,7 +19,7 @@ from __future__ import annotations
 import asyncio
 import socket
 import ssl
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
 import httpcore2
@@ -197,20 +197,13 @@ class AsyncioBackend(httpcore2.AsyncNetworkBackend):
         local_address: str | None = None,
         socket_options: Iterable[_SocketOption] | None = None,
     ) -> httpcore2.AsyncNetworkStream:
-        loop = asyncio.get_running_loop()
-        protocol = _Protocol(loop)
         local = (local_address, 0) if local_address else None
-        try:
-            async with asyncio.timeout(timeout):
-                transport, _ = await loop.create_connection(
-                    lambda: protocol, host, port, local_addr=local
-                )
-        except TimeoutError:
-            raise httpcore2.ConnectTimeout(f"timed out connecting to {host}:{port}") from None
-        except OSError as exc:
-            raise httpcore2.ConnectError(str(exc)) from exc
-        _apply(transport, socket_options)
-        return AsyncioStream(transport, protocol)
+        return await _connect(
+            lambda loop, factory: loop.create_connection(factory, host, port, local_addr=local),
+            f"{host}:{port}",
+            timeout,
+            socket_options,
+        )
 
     async def connect_unix_socket(
         self,
@@ -218,20 +211,37 @@ class AsyncioBackend(httpcore2.AsyncNetworkBackend):
         timeout: float | None = None,
         socket_options: Iterable[_SocketOption] | None = None,
     ) -> httpcore2.AsyncNetworkStream:
-        loop = asyncio.get_running_loop()
-        protocol = _Protocol(loop)
-        try:
-            async with asyncio.timeout(timeout):
-                transport, _ = await loop.create_unix_connection(lambda: protocol, path)
-        except TimeoutError:
-            raise httpcore2.ConnectTimeout(f"timed out connecting to {path}") from None
-        except OSError as exc:
-            raise httpcore2.ConnectError(str(exc)) from exc
-        _apply(transport, socket_options)
-        return AsyncioStream(transport, protocol)
+        return await _connect(
+            lambda loop, factory: loop.create_unix_connection(factory, path),
+            path,
+            timeout,
+            socket_options,
+        )
 
     async def sleep(self, seconds: float) -> None:
         await asyncio.sleep(seconds)
+
+
+async def _connect(
+    open_connection: Callable[
+        [asyncio.AbstractEventLoop, Callable[[], _Protocol]],
+        Awaitable[tuple[asyncio.BaseTransport, Any]],
+    ],
+    where: str,
+    timeout: float | None,
+    socket_options: Iterable[_SocketOption] | None,
+) -> httpcore2.AsyncNetworkStream:
+    loop = asyncio.get_running_loop()
+    protocol = _Protocol(loop)
+    try:
+        async with asyncio.timeout(timeout):
+            transport, _ = await open_connection(loop, lambda: protocol)
+    except TimeoutError:
+        raise httpcore2.ConnectTimeout(f"timed out connecting to {where}") from None
+    except OSError as exc:
+        raise httpcore2.ConnectError(str(exc)) from exc
+    _apply(transport, socket_options)
+    return AsyncioStream(transport, protocol)  # type: ignore[arg-type]
 
 
 def _apply(transport: asyncio.BaseTransport, options: Iterable[_SocketOption] | None) -> None:

@@ -117,3 +117,17 @@ def bearer_client(token: str) -> HeaderAsyncClient:
 def aapi(token):
     """An async test client (in-process ASGI) authenticated with the user's API token."""
     return bearer_client(token)
+
+
+def private_attachments_storage(settings, tmp_path):
+    """Point the attachments storage at a directory of this test's own (not the project's
+    data/); returns the directory."""
+    location = tmp_path / "attachments"
+    settings.STORAGES = {
+        **settings.STORAGES,
+        "attachments": {
+            "BACKEND": "django.core.files.storage.FileSystemStorage",
+            "OPTIONS": {"location": str(location)},
+        },
+    }
+    return location

@@ -14,6 +14,8 @@ from pathlib import Path
 import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
 
+from tests.conftest import private_attachments_storage
+
 BUCKET = "chat-attachments-test"
 
 
@@ -60,15 +62,7 @@ def fast_password_hashing(settings):
 @pytest.fixture(autouse=True)
 def local_storage(settings, tmp_path) -> Path:
     """Each test gets its own private directory as the attachments storage."""
-    location = tmp_path / "attachments"
-    settings.STORAGES = {
-        **settings.STORAGES,
-        "attachments": {
-            "BACKEND": "django.core.files.storage.FileSystemStorage",
-            "OPTIONS": {"location": str(location)},
-        },
-    }
-    return location
+    return private_attachments_storage(settings, tmp_path)
 
 
 def _free_port() -> int:

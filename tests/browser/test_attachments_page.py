@@ -11,6 +11,7 @@ from playwright.sync_api import FilePayload, Page, Route, expect
 
 from attachments.models import Attachment
 from tests.browser.conftest import SCREENSHOTS
+from tests.conftest import private_attachments_storage
 
 PDF = b"%PDF-1.4\n1 0 obj\n<< /Type /Catalog >>\nendobj\ntrailer\n<< /Root 1 0 R >>\n%%EOF\n"
 SVG = b'<svg xmlns="http://www.w3.org/2000/svg"><script>alert(1)</script></svg>'
@@ -40,15 +41,7 @@ def png_bytes(width: int, height: int) -> bytes:
 @pytest.fixture(autouse=True)
 def attachments_storage(settings, tmp_path) -> Path:
     """Uploads go to a private directory per test, not the project's data/."""
-    location = tmp_path / "attachments"
-    settings.STORAGES = {
-        **settings.STORAGES,
-        "attachments": {
-            "BACKEND": "django.core.files.storage.FileSystemStorage",
-            "OPTIONS": {"location": str(location)},
-        },
-    }
-    return location
+    return private_attachments_storage(settings, tmp_path)
 
 
 def payload(name: str, mime_type: str, data: bytes) -> FilePayload:

@@ -8,6 +8,7 @@ import pytest
 
 from integrations.models import McpServer
 from integrations.registry import close_registry
+from tests.conftest import private_attachments_storage
 from tests.integrations.mcp_testserver import build
 from tests.servers import ThreadedServer
 from tests.sse import SSEvent, parse_sse
@@ -111,15 +112,7 @@ def mcp_settings(settings):
 @pytest.fixture(autouse=True)
 def attachments_storage(settings, tmp_path):
     """Images tools return are stored as attachments: each test gets its own directory."""
-    location = tmp_path / "attachments"
-    settings.STORAGES = {
-        **settings.STORAGES,
-        "attachments": {
-            "BACKEND": "django.core.files.storage.FileSystemStorage",
-            "OPTIONS": {"location": str(location)},
-        },
-    }
-    return location
+    return private_attachments_storage(settings, tmp_path)
 
 
 @pytest.fixture(autouse=True)
