@@ -23,7 +23,9 @@ def test_tool_cards_and_approval_in_the_page(page: Page, logged_in, fake_openrou
         page.screenshot(path=SCREENSHOTS / "tool-approval.png")
         card.get_by_role("button", name="Approve").click()
 
-        done = page.locator(".msg-assistant.status-complete")
+        # The final answer (the round that asked for the tools is complete too, and may
+        # already be drawn as such: match the answer by its text).
+        done = page.locator(".msg-assistant.status-complete").filter(has_text="Echo:")
         expect(done).to_be_visible()
         cards = page.locator(".msg-tool .tool-card")
         expect(cards).to_have_count(2)
