@@ -10,6 +10,17 @@ from tests.fake_openrouter import API_KEY, FakeOpenRouter
 os.environ.setdefault("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
 
 
+@pytest.fixture(scope="session", autouse=True)
+def channel_layer_prefix_per_test_process():
+    """Test processes running at once (`pytest -n 2`) share one Redis: each gets key prefixes
+    of its own (conversation ids, and so group names, repeat across their databases)."""
+    from django.conf import settings
+
+    config = settings.CHANNEL_LAYERS["default"].get("CONFIG")
+    if config is not None and "prefix" in config:
+        config["prefix"] = f"{config['prefix']}-test-{os.getpid()}"
+
+
 @pytest.fixture(autouse=True)
 def fast_password_hashing(settings):
     # Real hashers cost ~0.3 s per user created or logged in; tests need no such strength.
