@@ -216,16 +216,17 @@ def _store_turn(user, request: TurnInput) -> tuple[PreparedTurn, TurnSettings, l
         )
         created = True
     else:
-        if turns.is_running(conversation.pk) or conversation.messages.streaming().exists():
-            raise turns.TurnInProgress(conversation.pk)
         if (
             request.client_parent_message_id
             and conversation.messages.filter(
                 client_message_id=request.client_parent_message_id, role=Message.Role.USER
             ).exists()
         ):
-            # The same message sent twice (a double click, a resend after reconnecting).
+            # The same message sent twice (a double click, a resend after reconnecting), also
+            # while its turn is still running: it is not a second turn.
             raise DuplicateMessage(request.client_parent_message_id)
+        if turns.is_running(conversation.pk) or conversation.messages.streaming().exists():
+            raise turns.TurnInProgress(conversation.pk)
         model = (
             request.model or saved.model or conversation.model or settings.OPENROUTER_DEFAULT_MODEL
         )

@@ -254,3 +254,21 @@ async def test_only_a_conversations_first_exchange_asks_for_a_title(user, fake_o
     assert len(titles) == 1
     assert "first" in titles[0]["body"]["messages"][1]["content"]
     await ws.disconnect()
+
+
+async def test_a_double_send_while_its_turn_runs_is_dropped_without_a_notice(user, fake_openrouter):
+    fake_openrouter.token_delay = 0.05
+    ws = await connect(user)
+    await send(ws, action="send", message="once", client_id="dbl", session_id="")
+    # The turn is running once the page has its frame (and has learnt the conversation's id).
+    before = await frames_until(ws, lambda frame: 'data-running="true"' in frame)
+    conversation = await Conversation.objects.aget(user=user)
+    assert any(conversation.session_id in frame for frame in before)
+    await send(
+        ws, action="send", message="once", client_id="dbl", session_id=conversation.session_id
+    )
+    frames = await frames_until(ws, turn_finished)
+    assert not any("notice" in frame and "Wait for the current answer" in frame for frame in frames)
+    assert await Message.objects.filter(role="user").acount() == 1
+    assert await Message.objects.filter(role="assistant").acount() == 1
+    await ws.disconnect()
