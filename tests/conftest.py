@@ -16,7 +16,7 @@ def channel_layer_prefix_per_test_process():
     of its own (conversation ids, and so group names, repeat across their databases)."""
     from django.conf import settings
 
-    config = settings.CHANNEL_LAYERS["default"].get("CONFIG")
+    config: dict[str, object] | None = settings.CHANNEL_LAYERS["default"].get("CONFIG")
     if config is not None and "prefix" in config:
         config["prefix"] = f"{config['prefix']}-test-{os.getpid()}"
 
