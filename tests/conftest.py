@@ -1,5 +1,6 @@
 import gc
 import os
+from typing import Any, cast
 
 import pytest
 from django.test import AsyncClient, Client
@@ -16,7 +17,8 @@ def channel_layer_prefix_per_test_process():
     of its own (conversation ids, and so group names, repeat across their databases)."""
     from django.conf import settings
 
-    config: dict[str, object] | None = settings.CHANNEL_LAYERS["default"].get("CONFIG")
+    layers = cast(dict[str, dict[str, Any]], settings.CHANNEL_LAYERS)
+    config = layers["default"].get("CONFIG")
     if config is not None and "prefix" in config:
         config["prefix"] = f"{config['prefix']}-test-{os.getpid()}"
 
