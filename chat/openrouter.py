@@ -8,7 +8,7 @@ import codecs
 import contextlib
 import json
 import logging
-from collections.abc import AsyncGenerator, AsyncIterator
+from collections.abc import AsyncGenerator
 from typing import Any
 
 import httpx2 as httpx
@@ -142,7 +142,7 @@ async def _drain(lines: AsyncGenerator[str]) -> None:
         pass
 
 
-async def stream_chat(body: dict[str, Any]) -> AsyncIterator[tuple[str, dict[str, Any]]]:
+async def stream_chat(body: dict[str, Any]) -> AsyncGenerator[tuple[str, dict[str, Any]]]:
     """Stream a chat completion, yielding (raw data line, parsed chunk) per upstream chunk.
 
     Comment lines (`: OPENROUTER PROCESSING`) are skipped. A non-200 answer, a malformed chunk,

@@ -9,10 +9,11 @@ message; cancellation (Stop, a client that went away) stores what arrived as `ca
 """
 
 import asyncio
+import contextlib
 import functools
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
@@ -203,6 +204,35 @@ def _latest_user_text(prepared: PreparedTurn) -> str:
     return message.content if message is not None else ""
 
 
+def _next_prompt(
+    sent: list[dict[str, Any]],
+    round_message: Message,
+    calls: list[dict[str, Any]],
+    results: list[toolloop.CallResult],
+) -> list[dict[str, Any]]:
+    """This round's prompt plus the round and its results: what build_prompt would read back
+    once they are stored, without a trip to the database."""
+    return [
+        *sent,
+        {"role": "assistant", "content": round_message.content, "tool_calls": calls},
+        *({"role": "tool", "tool_call_id": r.call_id, "content": r.content} for r in results),
+    ]
+
+
+async def _answer(
+    first: "asyncio.Future[Any] | None", stream: AsyncGenerator[tuple[str, dict[str, Any]]]
+) -> AsyncIterator[tuple[str, dict[str, Any]]]:
+    """The upstream's chunks, the first one perhaps already requested (`first`)."""
+    async with contextlib.aclosing(stream):
+        if first is not None:
+            try:
+                yield await first
+            except StopAsyncIteration:
+                return
+        async for item in stream:
+            yield item
+
+
 async def run_turn(prepared: PreparedTurn, turn: Turn) -> AsyncIterator[Event]:
     """The body of one turn, yielding its events (see contract/api.md).
 
@@ -229,6 +259,8 @@ async def run_turn(prepared: PreparedTurn, turn: Turn) -> AsyncIterator[Event]:
     rounds = 0
     failures = 0
     prompt = prepared.prompt
+    # The last tool result of the previous round, still being stored (see below).
+    storing: tuple[toolloop.DeferredStore, toolloop.PendingRound] | None = None
     while True:
         rounds += 1
         acc = Accumulator()
@@ -250,8 +282,30 @@ async def run_turn(prepared: PreparedTurn, turn: Turn) -> AsyncIterator[Event]:
         else:
             body.pop("tools", None)
             body.pop("tool_choice", None)
+        stream = openrouter.stream_chat(body)
+        first: asyncio.Future[Any] | None = None
+        if storing is not None:
+            # The request goes out now; the answer is read once the result is stored and the
+            # next round's message exists.
+            waiting, previous = storing
+            storing = None
+            first = asyncio.ensure_future(anext(stream))
+            try:
+                stored_result = await asyncio.shield(waiting.task)
+            except BaseException:
+                first.cancel()
+                with contextlib.suppress(BaseException):
+                    await first
+                await stream.aclose()
+                stored_result = await asyncio.shield(waiting.task)  # even when cancelled
+                if previous.next is not None:
+                    await asyncio.shield(_db(_cancel_unstarted, previous.next))
+                raise
+            yield waiting.event(stored_result)
+            current = previous.next
+            turn.assistant_message_id = current.pk
         try:
-            async for raw, chunk in openrouter.stream_chat(body):
+            async for raw, chunk in _answer(first, stream):
                 acc.add(chunk)
                 yield Event("message", raw)
                 now = time.monotonic()
@@ -308,11 +362,14 @@ async def run_turn(prepared: PreparedTurn, turn: Turn) -> AsyncIterator[Event]:
         pending = toolloop.PendingRound(
             stored, _save, len(calls), functools.partial(_new_round_message, prepared)
         )
+        pending.defer_last = True
         results: list[toolloop.CallResult] = []
         try:
             async for event in toolloop.run_calls(calls, entries, pending, user_id, results):
                 yield event
         except asyncio.CancelledError:
+            if pending.deferred is not None:
+                await asyncio.shield(pending.deferred.task)
             if pending.next is not None:  # the next round was prepared but never ran
                 await asyncio.shield(_db(_cancel_unstarted, pending.next))
             raise
@@ -338,6 +395,24 @@ async def run_turn(prepared: PreparedTurn, turn: Turn) -> AsyncIterator[Event]:
                 "hop_limit",
                 f"Paused after {rounds} model rounds with tools. Send a message to continue.",
             )
+        deferred = pending.deferred
+        if deferred is not None:
+            if limit is None and all(
+                r.message is not None or r is deferred.result for r in results
+            ):
+                # Every result's text is known: the next request goes out while the last one
+                # is stored (the top of the loop waits for it before reading the answer).
+                storing = (deferred, pending)
+                prompt = _next_prompt(sent, stored, calls, results)
+                continue
+            try:
+                deferred.result.message = await asyncio.shield(deferred.task)
+            except asyncio.CancelledError:
+                if pending.next is not None:
+                    await asyncio.shield(_db(_cancel_unstarted, pending.next))
+                raise
+            yield deferred.event(deferred.result.message)
+            last = deferred.result.message
         prepared_next = pending.next
         if limit is not None:
             status, text = limit
@@ -350,15 +425,7 @@ async def run_turn(prepared: PreparedTurn, turn: Turn) -> AsyncIterator[Event]:
             # Every call has its stored result: the next prompt is this one plus the round and
             # its results (what build_prompt would read back), with no trip to the database.
             current = prepared_next
-            prompt = [
-                *sent,
-                {"role": "assistant", "content": stored.content, "tool_calls": calls},
-                *(
-                    {"role": "tool", "tool_call_id": r.call_id, "content": r.message.content}
-                    for r in results
-                    if r.message is not None
-                ),
-            ]
+            prompt = _next_prompt(sent, stored, calls, results)
         else:
             current, prompt = await _db(_next_round, prepared, last)
         turn.assistant_message_id = current.pk

@@ -211,6 +211,10 @@ class PendingRound:
         self.remaining = calls
         self.prepare_next = prepare_next
         self.next: Any = None
+        # With defer_last, the last result's trip to the database is not awaited by the calls:
+        # it is left in `deferred`, so the next model request can go out while it runs.
+        self.defer_last = False
+        self.deferred: DeferredStore | None = None
 
     def take(self) -> Message | None:
         if self._taken:
@@ -227,6 +231,18 @@ class CallResult:
     denied: bool = False
     message: Message | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    # What the model reads (the stored message's content, also while it is being stored).
+    content: str = ""
+
+
+@dataclass
+class DeferredStore:
+    """The last result of a round, being stored: `task` gives its message, `event` the `tool`
+    event that reports the call finished (sent once it is stored)."""
+
+    task: "asyncio.Future[Message]"
+    result: CallResult
+    event: Callable[[Message], Event]
 
 
 def cap(text: str, limit: int | None = None) -> str:
@@ -373,7 +389,8 @@ async def _run_one(
     async def finish(outcome: ToolOutcome, denied: bool = False) -> CallResult:
         duration = int((time.monotonic() - started) * 1000)
         pending.remaining -= 1
-        stored = await _db(
+        last = pending.remaining == 0
+        store = _db(
             _store_result,
             pending,
             pending.take(),
@@ -382,14 +399,14 @@ async def _run_one(
             server_id,
             outcome,
             duration,
-            pending.remaining == 0,
+            last,
         )
-        status = "finished" if outcome.ok else "error"
-        queue.put_nowait(
-            Event(
+
+        def finished(stored: Message) -> Event:
+            return Event(
                 "tool",
                 {
-                    "status": status,
+                    "status": "finished" if outcome.ok else "error",
                     "name": name,
                     "call_id": call_id,
                     "server": server_id or None,
@@ -400,8 +417,15 @@ async def _run_one(
                     **({"denied": True} if denied else {}),
                 },
             )
-        )
-        return CallResult(call_id, name, outcome.ok, denied, stored)
+
+        if last and pending.defer_last and not outcome.images:
+            # Its text is all the model needs (images would add notes once stored).
+            result = CallResult(call_id, name, outcome.ok, denied, content=cap(outcome.text))
+            pending.deferred = DeferredStore(asyncio.ensure_future(store), result, finished)
+            return result
+        stored = await store
+        queue.put_nowait(finished(stored))
+        return CallResult(call_id, name, outcome.ok, denied, stored, content=stored.content)
 
     if entry is None:
         queue.put_nowait(Event("tool", _started(name, call_id, "")))

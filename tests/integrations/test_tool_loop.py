@@ -318,3 +318,86 @@ async def test_next_round_prompt_matches_what_the_history_reads_back(
     assert sent[0]["role"] == expected[0]["role"] == "system"
     assert sent[1:3] == expected[1:3]
     assert sorted(map(str, sent[3:])) == sorted(map(str, expected[3:]))
+
+
+async def test_the_next_request_goes_out_while_the_last_result_is_stored(
+    aapi, fake_openrouter, mcp_server, add_server, monkeypatch
+):
+    # The model's next request need not wait for the database: with a slow store, the fake
+    # receives it before the store ends, and the result still reaches the model, the stored
+    # history and the events, in order.
+    from integrations import toolloop
+
+    add_server("alpha", mcp_server("alpha").url)
+    set_calls(fake_openrouter, ("add", {"a": 2, "b": 3}))
+    store = toolloop._store_result
+    requests_when_stored: list[int] = []
+
+    def slow_store(*args, **kwargs):
+        import time
+
+        time.sleep(0.5)
+        requests_when_stored.append(len(fake_openrouter.requests))
+        return store(*args, **kwargs)
+
+    monkeypatch.setattr(toolloop, "_store_result", slow_store)
+
+    events = await chat(aapi)
+
+    assert requests_when_stored == [2], "the next request arrived while the result was stored"
+    assert len(fake_openrouter.requests) == 2
+    sent = fake_openrouter.requests[1]["body"]["messages"]
+    assert sent[-1]["role"] == "tool" and sent[-1]["content"] == "5"
+    names = [e.name for e in events]
+    finished = next(
+        i for i, e in enumerate(events) if e.name == "tool" and e.json["status"] == "finished"
+    )
+    first_chunk_after = next(i for i in range(finished, len(events)) if events[i].name == "message")
+    assert names.index("tool") < finished < first_chunk_after, "finished before the answer"
+    tool = await Message.objects.aget(role="tool")
+    assert events[finished].json["message_id"] == tool.pk
+    messages = [m async for m in Message.objects.order_by("id")]
+    assert [(m.role, m.status) for m in messages] == [
+        ("user", "complete"),
+        ("assistant", "complete"),
+        ("tool", "complete"),
+        ("assistant", "complete"),
+    ]
+    assert messages[3].parent_id == tool.pk and messages[3].content.startswith("Echo:")
+
+
+async def test_stop_while_the_last_result_is_stored_keeps_it_and_cancels_the_next_round(
+    aapi, fake_openrouter, mcp_server, add_server, monkeypatch
+):
+    from chat import turns
+    from integrations import toolloop
+
+    add_server("alpha", mcp_server("alpha").url)
+    set_calls(fake_openrouter, ("add", {"a": 2, "b": 3}))
+    store = toolloop._store_result
+    storing = asyncio.Event()
+    loop = asyncio.get_running_loop()
+
+    def slow_store(*args, **kwargs):
+        import time
+
+        loop.call_soon_threadsafe(storing.set)
+        time.sleep(0.5)
+        return store(*args, **kwargs)
+
+    monkeypatch.setattr(toolloop, "_store_result", slow_store)
+    task = asyncio.ensure_future(chat(aapi))
+    await asyncio.wait_for(storing.wait(), 10)
+    conversation_id = (await Message.objects.aget(role="user")).conversation_id
+    assert turns.cancel_turn(conversation_id)
+    await asyncio.wait_for(task, 10)
+
+    messages = [m async for m in Message.objects.order_by("id")]
+    assert [(m.role, m.status) for m in messages] == [
+        ("user", "complete"),
+        ("assistant", "complete"),
+        ("tool", "complete"),
+        ("assistant", "cancelled"),
+    ]
+    assert messages[2].content == "5"
+    assert not await Message.objects.filter(status="streaming").aexists()
