@@ -284,4 +284,7 @@ if __name__ == "__main__":
     from django.core.management import call_command
 
     call_command("migrate", verbosity=0)
-    asyncio.run(main(args.turns))
+    import uvloop
+
+    # On uvloop, as `serve` runs the app.
+    uvloop.run(main(args.turns))
