@@ -375,22 +375,18 @@ async def test_stop_while_the_last_result_is_stored_keeps_it_and_cancels_the_nex
     add_server("alpha", mcp_server("alpha").url)
     set_calls(fake_openrouter, ("add", {"a": 2, "b": 3}))
     store = toolloop._store_result
-    storing = asyncio.Event()
     loop = asyncio.get_running_loop()
 
-    def slow_store(*args, **kwargs):
+    def slow_store(pending, *args, **kwargs):
         import time
 
-        loop.call_soon_threadsafe(storing.set)
-        time.sleep(0.5)
-        return store(*args, **kwargs)
+        # Stop arrives while the result is being stored.
+        loop.call_soon_threadsafe(turns.cancel_turn, pending.message.conversation_id)
+        time.sleep(0.3)
+        return store(pending, *args, **kwargs)
 
     monkeypatch.setattr(toolloop, "_store_result", slow_store)
-    task = asyncio.ensure_future(chat(aapi))
-    await asyncio.wait_for(storing.wait(), 10)
-    conversation_id = (await Message.objects.aget(role="user")).conversation_id
-    assert turns.cancel_turn(conversation_id)
-    await asyncio.wait_for(task, 10)
+    await asyncio.wait_for(chat(aapi), 10)
 
     messages = [m async for m in Message.objects.order_by("id")]
     assert [(m.role, m.status) for m in messages] == [
