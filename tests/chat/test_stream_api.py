@@ -249,9 +249,9 @@ async def test_idle_stream_sends_ping_comments(aapi, fake_openrouter, settings):
 
 
 async def test_a_flowing_stream_sends_no_pings(aapi, fake_openrouter, settings):
-    # Tokens every 20 ms for ~0.8 s against a 0.1 s ping interval: the stream is never idle
+    # Tokens every 20 ms for ~0.8 s against a 0.25 s ping interval: the stream is never idle
     # for a whole interval, so no ping goes out between its chunks.
-    settings.SSE_PING_SECONDS = 0.1
+    settings.SSE_PING_SECONDS = 0.25
     fake_openrouter.slow_token_delay = 0.02
     fake_openrouter.slow_tokens = 40
     response = await post_stream(aapi, model="fake/slow")
