@@ -219,6 +219,18 @@ def _next_prompt(
     ]
 
 
+async def _abandon_next_round(pending: toolloop.PendingRound) -> None:
+    """The turn stops after its tool calls: let a result still being stored finish (its store
+    may be what prepares the next round), then mark the next round, never run, cancelled."""
+    if pending.deferred is not None:
+        try:
+            await asyncio.shield(pending.deferred.task)
+        except Exception:  # the turn is ending with another exception: log this one
+            log.exception("storing the last tool result failed")
+    if pending.next is not None:
+        await asyncio.shield(_db(_cancel_unstarted, pending.next))
+
+
 async def _answer(
     first: "asyncio.Future[Any] | None", stream: AsyncGenerator[tuple[str, dict[str, Any]]]
 ) -> AsyncIterator[tuple[str, dict[str, Any]]]:
@@ -259,8 +271,8 @@ async def run_turn(prepared: PreparedTurn, turn: Turn) -> AsyncIterator[Event]:
     rounds = 0
     failures = 0
     prompt = prepared.prompt
-    # The last tool result of the previous round, still being stored (see below).
-    storing: tuple[toolloop.DeferredStore, toolloop.PendingRound] | None = None
+    # The previous round, its last tool result still being stored (see below).
+    storing: toolloop.PendingRound | None = None
     while True:
         rounds += 1
         acc = Accumulator()
@@ -284,10 +296,10 @@ async def run_turn(prepared: PreparedTurn, turn: Turn) -> AsyncIterator[Event]:
             body.pop("tool_choice", None)
         stream = openrouter.stream_chat(body)
         first: asyncio.Future[Any] | None = None
-        if storing is not None:
+        if storing is not None and storing.deferred is not None:
             # The request goes out now; the answer is read once the result is stored and the
             # next round's message exists.
-            waiting, previous = storing
+            previous, waiting = storing, storing.deferred
             storing = None
             first = asyncio.ensure_future(anext(stream))
             try:
@@ -297,9 +309,7 @@ async def run_turn(prepared: PreparedTurn, turn: Turn) -> AsyncIterator[Event]:
                 with contextlib.suppress(BaseException):
                     await first
                 await stream.aclose()
-                stored_result = await asyncio.shield(waiting.task)  # even when cancelled
-                if previous.next is not None:
-                    await asyncio.shield(_db(_cancel_unstarted, previous.next))
+                await _abandon_next_round(previous)
                 raise
             yield waiting.event(stored_result)
             current = previous.next
@@ -368,10 +378,7 @@ async def run_turn(prepared: PreparedTurn, turn: Turn) -> AsyncIterator[Event]:
             async for event in toolloop.run_calls(calls, entries, pending, user_id, results):
                 yield event
         except asyncio.CancelledError:
-            if pending.deferred is not None:
-                await asyncio.shield(pending.deferred.task)
-            if pending.next is not None:  # the next round was prepared but never ran
-                await asyncio.shield(_db(_cancel_unstarted, pending.next))
+            await _abandon_next_round(pending)
             raise
         finally:
             unsaved = pending.take()
@@ -402,14 +409,13 @@ async def run_turn(prepared: PreparedTurn, turn: Turn) -> AsyncIterator[Event]:
             ):
                 # Every result's text is known: the next request goes out while the last one
                 # is stored (the top of the loop waits for it before reading the answer).
-                storing = (deferred, pending)
+                storing = pending
                 prompt = _next_prompt(sent, stored, calls, results)
                 continue
             try:
                 deferred.result.message = await asyncio.shield(deferred.task)
             except asyncio.CancelledError:
-                if pending.next is not None:
-                    await asyncio.shield(_db(_cancel_unstarted, pending.next))
+                await _abandon_next_round(pending)
                 raise
             yield deferred.event(deferred.result.message)
             last = deferred.result.message

@@ -397,3 +397,37 @@ async def test_stop_while_the_last_result_is_stored_keeps_it_and_cancels_the_nex
     ]
     assert messages[2].content == "5"
     assert not await Message.objects.filter(status="streaming").aexists()
+
+
+async def test_stop_while_the_last_result_is_stored_before_a_pause_cancels_the_next_round(
+    aapi, fake_openrouter, mcp_server, add_server, monkeypatch, settings
+):
+    # With the round limit reached, the turn waits for the store (to pause, not to ask the
+    # model again); a Stop then must still leave no round `streaming`.
+    from chat import turns
+    from integrations import toolloop
+
+    settings.MCP_MAX_ROUNDS = 1
+    add_server("alpha", mcp_server("alpha").url)
+    set_calls(fake_openrouter, ("add", {"a": 2, "b": 3}))
+    store = toolloop._store_result
+    loop = asyncio.get_running_loop()
+
+    def slow_store(pending, *args, **kwargs):
+        import time
+
+        loop.call_soon_threadsafe(turns.cancel_turn, pending.message.conversation_id)
+        time.sleep(0.3)
+        return store(pending, *args, **kwargs)
+
+    monkeypatch.setattr(toolloop, "_store_result", slow_store)
+    await asyncio.wait_for(chat(aapi), 10)
+
+    messages = [m async for m in Message.objects.order_by("id")]
+    assert [(m.role, m.status) for m in messages] == [
+        ("user", "complete"),
+        ("assistant", "complete"),
+        ("tool", "complete"),
+        ("assistant", "cancelled"),
+    ]
+    assert len(fake_openrouter.requests) == 1
