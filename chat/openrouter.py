@@ -11,7 +11,7 @@ import logging
 from collections.abc import AsyncGenerator
 from typing import Any
 
-import httpx2 as httpx
+import httpx2
 from django.conf import settings
 
 from integrations.http import async_client
@@ -56,8 +56,8 @@ def _headers() -> dict[str, str]:
     return headers
 
 
-def _timeout(read: float | None = None) -> httpx.Timeout:
-    return httpx.Timeout(
+def _timeout(read: float | None = None) -> httpx2.Timeout:
+    return httpx2.Timeout(
         connect=settings.OPENROUTER_CONNECT_TIMEOUT,
         read=read or settings.OPENROUTER_READ_TIMEOUT,
         write=30.0,
@@ -65,7 +65,7 @@ def _timeout(read: float | None = None) -> httpx.Timeout:
     )
 
 
-def _error_from_response(response: httpx.Response) -> UpstreamError:
+def _error_from_response(response: httpx2.Response) -> UpstreamError:
     detail = ""
     try:
         payload = response.json()
@@ -94,21 +94,21 @@ def _join(message: str, detail: str) -> str:
     return f"{message}: {detail}" if detail else message
 
 
-def _transport_error(exc: httpx.HTTPError) -> UpstreamError:
-    if isinstance(exc, httpx.ReadTimeout):
+def _transport_error(exc: httpx2.HTTPError) -> UpstreamError:
+    if isinstance(exc, httpx2.ReadTimeout):
         return UpstreamError(
             f"The model stopped sending data for {settings.OPENROUTER_READ_TIMEOUT:g} s "
             "(timed out)",
             status=504,
         )
-    if isinstance(exc, httpx.TimeoutException):
+    if isinstance(exc, httpx2.TimeoutException):
         return UpstreamError("Timed out reaching the model API", status=504)
-    if isinstance(exc, httpx.ConnectError):
+    if isinstance(exc, httpx2.ConnectError):
         return UpstreamError("Could not reach the model API")
     return UpstreamError("The connection to the model API dropped mid-stream")
 
 
-async def _data_lines(response: httpx.Response) -> AsyncGenerator[str]:
+async def _data_lines(response: httpx2.Response) -> AsyncGenerator[str]:
     """The `data:` lines of an event stream, decoded as UTF-8 across chunk boundaries.
 
     Splitting the bytes here costs a third of what httpx's line iterator does per chunk (it
@@ -138,7 +138,7 @@ async def _drain(lines: AsyncGenerator[str]) -> None:
         async with asyncio.timeout(1.0):
             async for _ in lines:
                 pass
-    except (TimeoutError, httpx.HTTPError):
+    except (TimeoutError, httpx2.HTTPError):
         pass
 
 
@@ -181,7 +181,7 @@ async def stream_chat(body: dict[str, Any]) -> AsyncGenerator[tuple[str, dict[st
                     yield data, chunk
             if not finished:
                 raise UpstreamError("The connection to the model API dropped mid-stream")
-    except httpx.HTTPError as exc:
+    except httpx2.HTTPError as exc:
         raise _transport_error(exc) from None
 
 
@@ -192,7 +192,7 @@ async def get_json(path: str, params: dict[str, str] | None = None) -> Any:
         response = await async_client().get(
             url, params=params, headers=_headers(), timeout=_timeout(read=30.0)
         )
-    except httpx.HTTPError as exc:
+    except httpx2.HTTPError as exc:
         raise _transport_error(exc) from None
     if response.status_code != 200:
         raise _error_from_response(response)
@@ -212,7 +212,7 @@ async def complete(body: dict[str, Any], read_timeout: float | None = None) -> d
             headers=_headers(),
             timeout=_timeout(read=read_timeout),
         )
-    except httpx.HTTPError as exc:
+    except httpx2.HTTPError as exc:
         raise _transport_error(exc) from None
     if response.status_code != 200:
         raise _error_from_response(response)

@@ -280,7 +280,10 @@ LOGGING = {
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
     "root": {"handlers": ["console"], "level": _setting("LOG_LEVEL", env.str, "INFO")},
-    "loggers": {"httpx": {"level": "WARNING"}, "httpcore": {"level": "WARNING"}},
+    # The HTTP clients log every request at INFO: httpx2 (the app's and the mcp SDK's), httpx.
+    "loggers": {
+        name: {"level": "WARNING"} for name in ("httpx", "httpcore", "httpx2", "httpcore2")
+    },
 }
 
 # MCP tools (issue 4): the tool loop, approvals, planning and the bundled housekeeping server.
