@@ -11,6 +11,8 @@ from collections.abc import AsyncIterator, Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any
 
+from config.threads import pool
+
 log = logging.getLogger(__name__)
 
 
@@ -93,6 +95,12 @@ def launch(
     _turns[conversation_id] = turn
 
     async def drive() -> None:
+        # The turn's database work runs in a pooled thread of its own, not in the thread of the
+        # request that started it: a turn outlives its request (pages, a dropped SSE client).
+        async with pool.lend(tidy=True):
+            await relay()
+
+    async def relay() -> None:
         try:
             async for event in run(turn):
                 turn.publish(event)

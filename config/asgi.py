@@ -3,16 +3,20 @@
 import importlib
 import os
 
-from django.core.asgi import get_asgi_application
+import django
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
-django_asgi_app = get_asgi_application()
+django.setup(set_prefix=False)
 
 from channels.routing import ProtocolTypeRouter  # noqa: E402
 from django.contrib.staticfiles.handlers import ASGIStaticFilesHandler  # noqa: E402
 
 from attachments.uploads import UploadSizeGuard  # noqa: E402
 from config.routing import websocket_application  # noqa: E402
+from config.threads import PooledASGIHandler  # noqa: E402
+
+# Django's handler (what get_asgi_application returns), with threads reused across requests.
+django_asgi_app = PooledASGIHandler()
 
 # What the first chat turn needs (the orchestrator, the MCP SDK), imported now rather than in
 # the middle of the first request.

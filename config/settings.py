@@ -161,8 +161,14 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     DATABASES["default"]["TEST"] = {"NAME": str(DATA_DIR / f"test-{os.getpid()}.sqlite3")}
 else:
     DATABASES["default"]["TEST"] = {"NAME": f"test_chat_{os.getpid()}"}
-# Under ASGI persistent connections leak across threads; measured default kept.
-DATABASES["default"]["CONN_MAX_AGE"] = 0
+# Requests and turns run their ORM calls in reused threads (config/threads.py), so each thread's
+# connection is reused too: opening one per request was ~5% of a streamed reply's CPU. SQLite
+# keeps them open; a server database recycles them after a minute and checks them before reuse.
+if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+    DATABASES["default"]["CONN_MAX_AGE"] = None
+else:
+    DATABASES["default"]["CONN_MAX_AGE"] = 60
+    DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # Channel layer: in-memory by default; REDIS_URL switches to Redis (needed for several processes).

@@ -31,14 +31,18 @@ def fast_password_hashing(settings):
 
 @pytest.fixture(scope="session", autouse=True)
 def close_worker_thread_connections(django_db_setup):
-    """Async ORM calls run in asgiref's one worker thread, whose connection stays open; close
-    it before the test database is dropped (PostgreSQL refuses to drop a database in use)."""
+    """Async ORM calls run in asgiref's one worker thread and in the pooled threads of requests
+    and turns (config.threads), whose connections stay open; close them before the test
+    database is dropped (PostgreSQL refuses to drop a database in use)."""
     yield
     from asgiref.sync import SyncToAsync
     from django.db import connections
 
+    from config.threads import pool
+
     executor = SyncToAsync.single_thread_executor
     executor.submit(connections.close_all).result(timeout=10)
+    pool.close()
     # Connections of threads that have ended (event loops' default executors) close when
     # collected.
     gc.collect()

@@ -1,0 +1,86 @@
+"""Reused threads for synchronous code (the ORM) under ASGI.
+
+Django runs a request's synchronous code (ORM calls, sync views and hooks) in a thread of the
+request's own: asgiref's `ThreadSensitiveContext` makes a new single-thread executor per request
+and, on exit, starts another thread to join it. So every request started two threads, and, as a
+database connection belongs to its thread, opened a new database connection (a SQLite connection
+costs ~0.6 ms of CPU to open: Django registers its SQL functions on each one).
+
+Here a request, and a running turn, borrows a single-thread executor from a pool and gives it
+back when done (asgiref's `ThreadSensitiveContext(executor=...)`), so threads and their
+connections are reused, as a WSGI server reuses its threads. One request or turn at a time owns
+an executor, so its synchronous calls still run one after another in one thread, as before.
+Connection housekeeping stays Django's: `close_old_connections` (CONN_MAX_AGE,
+CONN_HEALTH_CHECKS, broken connections) runs in the borrowed thread on request_started and
+request_finished, and for a turn when it gives its executor back.
+"""
+
+import contextlib
+import threading
+from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
+
+from asgiref.sync import ThreadSensitiveContext
+from django.core.handlers.asgi import ASGIHandler
+from django.db import close_old_connections, connections
+
+
+class ExecutorPool:
+    """Single-thread executors, lent one at a time; up to `max_idle` are kept for reuse."""
+
+    def __init__(self, max_idle: int = 32) -> None:
+        self.max_idle = max_idle
+        self._idle: list[ThreadPoolExecutor] = []
+        self._lock = threading.Lock()
+        self.created = 0
+
+    def take(self) -> ThreadPoolExecutor:
+        with self._lock:
+            if self._idle:
+                return self._idle.pop()
+            self.created += 1
+        return ThreadPoolExecutor(max_workers=1, thread_name_prefix="sync")
+
+    def give(self, executor: ThreadPoolExecutor, tidy: bool = False) -> None:
+        """Return an executor. `tidy` queues Django's connection housekeeping in its thread
+        (what request_finished does for a request), ahead of the next borrower's work."""
+        with self._lock:
+            keep = len(self._idle) < self.max_idle
+            if keep:
+                if tidy:
+                    executor.submit(close_old_connections)
+                self._idle.append(executor)
+        if not keep:
+            executor.submit(connections.close_all)
+            executor.shutdown(wait=False)
+
+    @contextlib.asynccontextmanager
+    async def lend(self, tidy: bool = False) -> AsyncIterator[ThreadPoolExecutor]:
+        """Run the block's thread-sensitive calls (`sync_to_async`) in a borrowed thread."""
+        executor = self.take()
+        try:
+            async with ThreadSensitiveContext(executor=executor):
+                yield executor
+        finally:
+            self.give(executor, tidy=tidy)
+
+    def close(self) -> None:
+        """Close the idle threads' database connections and stop the threads (tests, exit)."""
+        with self._lock:
+            idle, self._idle = self._idle, []
+        for executor in idle:
+            executor.submit(connections.close_all)
+            executor.shutdown(wait=True)
+
+
+pool = ExecutorPool()
+
+
+class PooledASGIHandler(ASGIHandler):
+    """Django's ASGI handler, running each request's synchronous code in a pooled thread."""
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            raise ValueError(f"Django can only handle ASGI/HTTP connections, not {scope['type']}.")
+        async with pool.lend():
+            await self.handle(scope, receive, send)
