@@ -242,8 +242,10 @@ class ChatConsumer(AsyncWebsocketConsumer):
             view = history.TurnView(root_id, [prepared.user_message, prepared.assistant])
         else:
             root_id = services.turn_root_of(prepared.assistant)
-        first = prepared.created or not (
-            conversation.messages.filter(role=Message.Role.USER, pk__lt=root_id).exists()
+        first = prepared.first_exchange or (
+            # A retry answers an earlier question: is that question the first one?
+            not append
+            and not conversation.messages.filter(role=Message.Role.USER, pk__lt=root_id).exists()
         )
         frame = live.render_turn(conversation, root_id, append=append, live=None, view=view)
         return prepared, root_id, first, frame

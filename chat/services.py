@@ -8,6 +8,7 @@ from typing import Any
 
 from django.conf import settings
 from django.db import transaction
+from django.db.models import Exists, OuterRef, Value
 from django.http import Http404
 from django.utils import timezone
 
@@ -16,7 +17,12 @@ from chat import turns
 from chat.models import ApiToken, Conversation, Message, hash_token
 from chat.rendering import render_markdown
 from chat.turns import Turn
-from presets.services import TurnSettings, turn_settings_for, user_system_prompt
+from presets.services import (
+    TurnSettings,
+    preload_user_settings,
+    turn_settings_for,
+    user_system_prompt,
+)
 
 log = logging.getLogger(__name__)
 
@@ -47,11 +53,16 @@ async def aget_conversation_for_user(user, session_id: str) -> Conversation:
 
 def authenticate_token(raw: str):
     """Return the active user owning this API token, or None."""
-    token = (
-        ApiToken.objects.active().select_related("user").filter(key_hash=hash_token(raw)).first()
+    # The user's chat settings come in the same query: a chat turn reads them next.
+    found = list(
+        ApiToken.objects.active()
+        .select_related("user__model_settings")
+        .filter(key_hash=hash_token(raw))[:1]
     )
-    if token is None:
+    if not found:
         return None
+    token = found[0]
+    preload_user_settings(token.user)
     now = timezone.now()
     if token.last_used_at is None or now - token.last_used_at > timedelta(minutes=1):
         ApiToken.objects.filter(pk=token.pk).update(last_used_at=now)
@@ -162,6 +173,8 @@ class PreparedTurn:
     prompt: list[dict[str, Any]] | None = None
     planning: bool | None = None
     tool_configs: list[Any] | None = None
+    # The conversation had no user message before this turn's (its title is due after it).
+    first_exchange: bool = False
 
 
 def _text_of(content: Any) -> str:
@@ -203,7 +216,7 @@ def _store_turn(user, request: TurnInput) -> tuple[PreparedTurn, TurnSettings, l
     created = False
     conversation = None
     if request.session_id:
-        conversation = Conversation.objects.filter(session_id=request.session_id).first()
+        conversation = _conversation_for_turn(request)
         if conversation is not None and conversation.user_id != user.pk:
             raise Http404("Conversation not found")
     if conversation is None:
@@ -216,16 +229,12 @@ def _store_turn(user, request: TurnInput) -> tuple[PreparedTurn, TurnSettings, l
         )
         created = True
     else:
-        if (
-            request.client_parent_message_id
-            and conversation.messages.filter(
-                client_message_id=request.client_parent_message_id, role=Message.Role.USER
-            ).exists()
-        ):
+        # Read with the conversation (see _conversation_for_turn).
+        if conversation.resent:  # type: ignore[attr-defined]
             # The same message sent twice (a double click, a resend after reconnecting), also
             # while its turn is still running: it is not a second turn.
             raise DuplicateMessage(request.client_parent_message_id)
-        if turns.is_running(conversation.pk) or conversation.messages.streaming().exists():
+        if turns.is_running(conversation.pk) or conversation.streaming:  # type: ignore[attr-defined]
             raise turns.TurnInProgress(conversation.pk)
         model = (
             request.model or saved.model or conversation.model or settings.OPENROUTER_DEFAULT_MODEL
@@ -278,8 +287,35 @@ def _store_turn(user, request: TurnInput) -> tuple[PreparedTurn, TurnSettings, l
         **{k: v for k, v in request.params.items() if k not in _OWN_KEYS},
     }
     prepared = PreparedTurn(conversation, created, assistant, user_message, model, params)
+    prepared.first_exchange = created or not conversation.asked  # type: ignore[attr-defined]
     prepared.notices.extend(attachments.image_notices(user_message, model))
     return prepared, saved, stored
+
+
+def _conversation_for_turn(request: TurnInput) -> Conversation | None:
+    """The conversation a turn continues, with what the turn checks in the same query:
+    `resent` (its user message is stored already), `streaming` (an answer is still running)
+    and `asked` (it has a user message: this turn is not its first exchange)."""
+    messages = Message.objects.filter(conversation=OuterRef("pk"))
+    resent = (
+        Exists(
+            messages.filter(
+                client_message_id=request.client_parent_message_id, role=Message.Role.USER
+            )
+        )
+        if request.client_parent_message_id
+        else Value(False)
+    )
+    found = list(
+        Conversation.objects.filter(session_id=request.session_id)
+        .annotate(
+            resent=resent,
+            streaming=Exists(messages.filter(status=Message.Status.STREAMING)),
+            asked=Exists(messages.filter(role=Message.Role.USER)),
+        )
+        .order_by()[:1]
+    )
+    return found[0] if found else None
 
 
 def _session_id(session_id: str | None) -> dict[str, str]:

@@ -61,9 +61,27 @@ _PRESET_FIELDS = (
 )
 
 
+_PRELOADED = "_preloaded_model_settings"
+_NOT_LOADED = object()
+
+
+def preload_user_settings(user) -> None:
+    """Keep the settings row that was read with `user` (`select_related("user__model_settings")`)
+    for the next get_user_settings call on this user object, which then needs no query. Used
+    once, so a user object that lives on (a WebSocket's) never sees settings that went stale."""
+    related = UserModelSettings.user.field.remote_field
+    if related.is_cached(user):
+        user.__dict__[_PRELOADED] = related.get_cached_value(user)
+        related.delete_cached_value(user)
+
+
 def get_user_settings(user) -> UserModelSettings:
     """The user's settings; a user without any starts from the default preset (if one is set)."""
-    existing = UserModelSettings.objects.for_user(user).first()
+    preloaded = user.__dict__.pop(_PRELOADED, _NOT_LOADED)
+    if preloaded is not _NOT_LOADED:
+        existing = preloaded  # read with the user a moment ago; used once
+    else:
+        existing = UserModelSettings.objects.for_user(user).first()
     if existing is not None:
         return existing
     fresh = UserModelSettings(user=user)
