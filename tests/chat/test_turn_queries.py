@@ -36,9 +36,7 @@ def conversation(user, settings):
 def selects_of(captured, table: str) -> list[str]:
     """SELECTs of rows of `table` (their first column is its id)."""
     return [
-        q["sql"]
-        for q in captured.captured_queries
-        if q["sql"].startswith(f'SELECT "{table}"."id"')
+        q["sql"] for q in captured.captured_queries if q["sql"].startswith(f'SELECT "{table}"."id"')
     ]
 
 
