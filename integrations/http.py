@@ -10,7 +10,7 @@ import weakref
 
 import httpx2
 
-from integrations.asyncio_net import AsyncioTransport
+from integrations.aiohttp_transport import AiohttpTransport
 
 DEFAULT_TIMEOUT = httpx2.Timeout(connect=10.0, read=60.0, write=30.0, pool=10.0)
 _LIMITS = httpx2.Limits(max_connections=500, max_keepalive_connections=100, keepalive_expiry=60)
@@ -32,7 +32,7 @@ def async_client() -> httpx2.AsyncClient:
     client = _clients.get(loop)
     if client is None or client.is_closed:
         client = httpx2.AsyncClient(
-            transport=AsyncioTransport(_LIMITS),
+            transport=AiohttpTransport(_LIMITS),
             timeout=DEFAULT_TIMEOUT,
             follow_redirects=False,
             trust_env=False,

@@ -1,5 +1,6 @@
-"""The asyncio network backend under the app's outbound HTTP client (integrations/asyncio_net.py),
-against real servers on 127.0.0.1: plain and TLS, slow, closing, refusing and large answers."""
+"""The transport under the app's outbound HTTP client (integrations/aiohttp_transport.py), through
+httpx2's API, against real servers on 127.0.0.1: plain and TLS, slow, closing, refusing,
+redirecting, compressed and large answers."""
 
 import asyncio
 import datetime
@@ -14,7 +15,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from integrations.asyncio_net import AsyncioTransport
+from integrations.aiohttp_transport import AiohttpTransport
 
 Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
 
@@ -27,7 +28,7 @@ async def read_request(reader: asyncio.StreamReader) -> bytes:
 def client(**kwargs) -> httpx2.AsyncClient:
     limits = httpx2.Limits(max_connections=10, max_keepalive_connections=5)
     return httpx2.AsyncClient(
-        transport=AsyncioTransport(limits, verify=kwargs.pop("verify", True)),
+        transport=AiohttpTransport(limits, verify=kwargs.pop("verify", True)),
         trust_env=False,
         **kwargs,
     )
@@ -142,7 +143,7 @@ async def test_an_idle_connection_the_server_closed_is_replaced():
 
 
 async def test_a_large_answer_read_slowly_arrives_whole():
-    body = bytes(range(256)) * 8192  # 2 MiB: more than the backend buffers before pausing
+    body = bytes(range(256)) * 8192  # 2 MiB: more than the transport buffers before pausing
 
     async def handler(reader, writer):
         await read_request(reader)
@@ -217,3 +218,103 @@ async def test_https_is_verified_and_streams(tls):
         async with client() as http:
             with pytest.raises(httpx2.ConnectError):
                 await http.get(f"https://localhost:{port}/")
+
+
+async def test_a_server_silent_before_its_headers_raises_a_read_timeout():
+    async def handler(reader, writer):
+        await read_request(reader)
+        await reader.read()
+        writer.close()
+
+    server, port = await serve(handler)
+    async with server, client(timeout=httpx2.Timeout(5.0, read=0.2)) as http:
+        with pytest.raises(httpx2.ReadTimeout):
+            await http.get(f"http://127.0.0.1:{port}/")
+
+
+async def test_the_request_goes_out_as_httpx2_built_it_and_redirects_are_not_followed():
+    seen: list[bytes] = []
+
+    async def handler(reader, writer):
+        head = await reader.readuntil(b"\r\n\r\n")
+        length = int(next(
+            (line.split(b":")[1] for line in head.split(b"\r\n")
+             if line.lower().startswith(b"content-length")), b"0"
+        ))  # fmt: skip
+        seen.append(head + await reader.readexactly(length))
+        writer.write(
+            b"HTTP/1.1 302 Found\r\nLocation: http://example.com/\r\nContent-Length: 0\r\n\r\n"
+        )
+        await writer.drain()
+        writer.close()
+
+    server, port = await serve(handler)
+    async with server, client(headers={"User-Agent": "chat-app"}) as http:
+        response = await http.post(
+            f"http://127.0.0.1:{port}/v1?q=1",
+            json={"a": 1},
+            headers={"Authorization": "Bearer secret"},
+        )
+    assert response.status_code == 302, "a redirect is returned, not followed"
+    request = seen[0]
+    assert request.startswith(b"POST /v1?q=1 HTTP/1.1\r\n")
+    headers = request.split(b"\r\n\r\n")[0].lower()
+    assert b"authorization: bearer secret" in headers
+    assert b"user-agent: chat-app" in headers and b"aiohttp" not in headers
+    assert b"content-type: application/json" in headers
+    assert request.endswith(b'{"a":1}') or request.endswith(b'{"a": 1}')
+    assert len(seen) == 1
+
+
+async def test_a_compressed_answer_is_decoded_once():
+    import gzip
+
+    body = gzip.compress(b"plain text")
+
+    async def handler(reader, writer):
+        await read_request(reader)
+        writer.write(
+            b"HTTP/1.1 200 OK\r\nContent-Encoding: gzip\r\nContent-Length: %d\r\n\r\n" % len(body)
+        )
+        writer.write(body)
+        await writer.drain()
+        writer.close()
+
+    server, port = await serve(handler)
+    async with server, client() as http:
+        response = await http.get(f"http://127.0.0.1:{port}/")
+    assert response.text == "plain text"
+
+
+async def test_a_response_closed_before_its_end_closes_its_connection():
+    """Cancelling a turn closes the upstream request: the server sees the connection go."""
+    closed = asyncio.Event()
+    connections = 0
+
+    async def handler(reader, writer):
+        nonlocal connections
+        connections += 1
+        await read_request(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\none\r\n")
+        await writer.drain()
+        await reader.read()  # returns when the client closes the connection
+        closed.set()
+        writer.close()
+
+    server, port = await serve(handler)
+    async with server, client() as http:
+        async with http.stream("GET", f"http://127.0.0.1:{port}/") as response:
+            async for _ in response.aiter_bytes():
+                break
+        await asyncio.wait_for(closed.wait(), 5)
+    assert connections == 1
+
+
+def test_the_session_is_closed_when_its_event_loop_ends():
+    transport = AiohttpTransport(httpx2.Limits(max_connections=5))
+
+    async def use() -> None:
+        transport._get_session()
+
+    asyncio.run(use())
+    assert transport._session is not None and transport._session.closed
