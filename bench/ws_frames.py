@@ -77,6 +77,8 @@ class Side:
     name: str
     results: dict[int, list[TurnResult]] = field(default_factory=dict)
     cpu: dict[int, float] = field(default_factory=dict)  # concurrency -> app CPU seconds
+    # concurrency -> the fake upstream's CPU seconds while it served these blocks (for scale)
+    fake_cpu: dict[int, float] = field(default_factory=dict)
     tokens: dict[int, int] = field(default_factory=dict)  # concurrency -> tokens in those blocks
 
 
@@ -180,6 +182,7 @@ async def run_block(
     rounds: int,
     one_turn: Callable[[int], Awaitable[TurnResult]],
     app_pid: int | None,
+    fake_pid: int | None = None,
 ) -> None:
     """`concurrency` workers each run `rounds` turns back to back.
 
@@ -198,9 +201,13 @@ async def run_block(
         return out
 
     cpu_before = cpu_seconds(app_pid) if app_pid else 0.0
+    fake_before = cpu_seconds(fake_pid) if fake_pid else 0.0
     batches = await asyncio.gather(*(worker(i) for i in range(concurrency)))
     if app_pid:
         side.cpu[concurrency] = side.cpu.get(concurrency, 0.0) + cpu_seconds(app_pid) - cpu_before
+    if fake_pid:
+        fake_used = cpu_seconds(fake_pid) - fake_before
+        side.fake_cpu[concurrency] = side.fake_cpu.get(concurrency, 0.0) + fake_used
     results = [r for batch in batches for r in batch]
     side.tokens[concurrency] = side.tokens.get(concurrency, 0) + sum(
         len(r.latencies) for r in results
@@ -250,6 +257,7 @@ async def measure(
     fake_url: str,
     session: str,
     profiler: Profiler,
+    fake_pid: int | None = None,
 ) -> Outcome:
     app, base = Side("app"), Side("baseline")
     idle: dict[int, float] = {}
@@ -279,7 +287,8 @@ async def measure(
                                        (app, page_turn)):  # fmt: skip
                     _say(f"{side.name:8} x{concurrency} ...")
                     pid = app_pid if side is app else None
-                    await run_block(side, concurrency, rounds, one_turn, pid)
+                    upstream = fake_pid if side is app else None
+                    await run_block(side, concurrency, rounds, one_turn, pid, upstream)
                 profiler.stop()
             finally:
                 await asyncio.gather(*(p.close() for p in pages), return_exceptions=True)
@@ -350,15 +359,25 @@ def report(outcome: Outcome, load: tuple[float, float]) -> bool:
         size = sum(r.frame_bytes for r in a_runs) / max(1, sum(r.frames for r in a_runs))
         lines.append(f"  frames per turn (avg) {frames:.1f}, {size:.0f} characters a frame (avg)")
     lines.append("")
-    lines.append("Server CPU per 1,000 tokens (ms, app process)")
+    lines.append(
+        "Server CPU per 1,000 tokens (ms)      app    fake upstream serving the app (for scale)"
+    )
     for concurrency in sorted(app.cpu):
         per_1k = app.cpu[concurrency] / app.tokens[concurrency] * 1e6
-        ok = per_1k <= TARGET_CPU_MS_PER_1K
-        met = met and ok
+        fake_1k = app.fake_cpu.get(concurrency, float("nan")) / app.tokens[concurrency] * 1e6
+        verdict = ""
+        if concurrency == top:
+            # The issue's targets are "at 50 streams"; the 1-page figure is printed, not judged
+            # (on these machines it is mostly the cost of waking an idle process per event:
+            # the fake's own column shows the same effect).
+            ok = per_1k <= TARGET_CPU_MS_PER_1K
+            met = met and ok
+            verdict = f"<= {TARGET_CPU_MS_PER_1K:g}  {'MET' if ok else 'MISSED'}"
         lines.append(
-            f"  at {concurrency:2} concurrent page(s) {per_1k:9.1f}   "
-            f"<= {TARGET_CPU_MS_PER_1K:g}  {'MET' if ok else 'MISSED'}"
-            f"   (idle with the pages open: {outcome.idle_cpu_ms_per_s[concurrency]:.1f} ms/s)"
+            f"  at {concurrency:2} concurrent page(s) {per_1k:9.1f} {fake_1k:9.1f}   {verdict}"
+        )
+        lines.append(
+            f"{'':6}(idle with the pages open: {outcome.idle_cpu_ms_per_s[concurrency]:.1f} ms/s)"
         )
     lines.append("")
     if disturbed:
@@ -433,7 +452,9 @@ def main() -> int:
 
             async def bounded() -> Outcome:
                 async with asyncio.timeout(180):
-                    return await measure(args, app.pid, app_url, fake_url, session, profiler)
+                    return await measure(
+                        args, app.pid, app_url, fake_url, session, profiler, fake.pid
+                    )
 
             runner: Any
             try:
