@@ -339,6 +339,9 @@ def time_context() -> str:
     return f"Current date and time: {now:%A, %d %B %Y, %H:%M} ({settings.TIME_ZONE}, UTC{now:%z})."
 
 
+_PROMPT_FIELDS = ("role", "content", "content_parts", "tool_calls", "tool_call_id")
+
+
 def build_prompt(
     conversation: Conversation,
     upto: Message,
@@ -355,9 +358,10 @@ def build_prompt(
     prompt: list[dict[str, Any]] = [{"role": "system", "content": system}]
     if history is None:
         history = list(
-            conversation.messages.filter(pk__lt=upto.pk).order_by("-pk")[
-                : settings.CHAT_HISTORY_LIMIT
-            ]
+            conversation.messages.filter(pk__lt=upto.pk)
+            # What a prompt is made of: not the rendered HTML, reasoning or statistics.
+            .only(*_PROMPT_FIELDS)
+            .order_by("-pk")[: settings.CHAT_HISTORY_LIMIT]
         )
         history.reverse()
     else:
