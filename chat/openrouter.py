@@ -116,7 +116,11 @@ async def _data_lines(response: httpx2.Response) -> AsyncGenerator[str]:
     dropped."""
     decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
     pending = ""
-    async with contextlib.aclosing(response.aiter_bytes()) as chunks:
+    # An uncompressed body (what event streams are) is read as it arrives, without httpx2's
+    # decoding and re-chunking layer in between.
+    encoded = response.headers.get("content-encoding", "identity").lower() != "identity"
+    body = response.aiter_bytes() if encoded else response.aiter_raw()
+    async with contextlib.aclosing(body) as chunks:
         async for raw in chunks:
             pending += decoder.decode(raw)
             if "\n" not in pending:

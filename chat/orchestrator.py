@@ -233,7 +233,7 @@ async def _abandon_next_round(pending: toolloop.PendingRound) -> None:
 
 async def _answer(
     first: "asyncio.Future[Any] | None", stream: AsyncGenerator[tuple[str, dict[str, Any]]]
-) -> AsyncIterator[tuple[str, dict[str, Any]]]:
+) -> AsyncGenerator[tuple[str, dict[str, Any]]]:
     """The upstream's chunks, the first one perhaps already requested (`first`)."""
     async with contextlib.aclosing(stream):
         if first is not None:
@@ -315,13 +315,16 @@ async def run_turn(prepared: PreparedTurn, turn: Turn) -> AsyncIterator[Event]:
             current = previous.next
             turn.assistant_message_id = current.pk
         try:
-            async for raw, chunk in _answer(first, stream):
-                acc.add(chunk)
-                yield Event("message", raw)
-                now = time.monotonic()
-                if now - last_checkpoint >= settings.CHAT_CHECKPOINT_SECONDS:
-                    last_checkpoint = now
-                    await _db(_checkpoint, current, acc)
+            # The stream itself, unless its first chunk was already requested.
+            answer = stream if first is None else _answer(first, stream)
+            async with contextlib.aclosing(answer):  # closed here, not by the collector
+                async for raw, chunk in answer:
+                    acc.add(chunk)
+                    yield Event("message", raw)
+                    now = time.monotonic()
+                    if now - last_checkpoint >= settings.CHAT_CHECKPOINT_SECONDS:
+                        last_checkpoint = now
+                        await _db(_checkpoint, current, acc)
         except openrouter.UpstreamError as exc:
             if (
                 offer_tools
