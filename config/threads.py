@@ -17,6 +17,7 @@ request_finished, and for a turn when it gives its executor back.
 
 import contextlib
 import threading
+import time
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 
@@ -26,33 +27,43 @@ from django.db import close_old_connections, connections
 
 
 class ExecutorPool:
-    """Single-thread executors, lent one at a time; up to `max_idle` are kept for reuse."""
+    """Single-thread executors, lent one at a time, the last returned first. Up to `max_idle`
+    are kept for reuse, and one idle for `idle_seconds` is stopped (closing its thread's
+    database connection): the pool shrinks back to what the last minute needed, so a server
+    database does not keep a connection per thread of a past burst."""
 
-    def __init__(self, max_idle: int = 32) -> None:
+    def __init__(self, max_idle: int = 32, idle_seconds: float = 60.0) -> None:
         self.max_idle = max_idle
-        self._idle: list[ThreadPoolExecutor] = []
+        self.idle_seconds = idle_seconds
+        self._idle: list[tuple[ThreadPoolExecutor, float]] = []  # (executor, returned at)
         self._lock = threading.Lock()
         self.created = 0
 
     def take(self) -> ThreadPoolExecutor:
         with self._lock:
             if self._idle:
-                return self._idle.pop()
+                return self._idle.pop()[0]
             self.created += 1
         return ThreadPoolExecutor(max_workers=1, thread_name_prefix="sync")
 
     def give(self, executor: ThreadPoolExecutor, tidy: bool = False) -> None:
         """Return an executor. `tidy` queues Django's connection housekeeping in its thread
         (what request_finished does for a request), ahead of the next borrower's work."""
+        now = time.monotonic()
         with self._lock:
+            # The oldest idle executors are at the bottom of the stack.
+            expired = 0
+            while expired < len(self._idle) and now - self._idle[expired][1] > self.idle_seconds:
+                expired += 1
+            stale = [e for e, _ in self._idle[:expired]]
+            del self._idle[:expired]
             keep = len(self._idle) < self.max_idle
             if keep:
                 if tidy:
                     executor.submit(close_old_connections)
-                self._idle.append(executor)
-        if not keep:
-            executor.submit(connections.close_all)
-            executor.shutdown(wait=False)
+                self._idle.append((executor, now))
+        for surplus in stale if keep else [*stale, executor]:
+            _stop(surplus)
 
     @contextlib.asynccontextmanager
     async def lend(self, tidy: bool = False) -> AsyncIterator[ThreadPoolExecutor]:
@@ -68,9 +79,13 @@ class ExecutorPool:
         """Close the idle threads' database connections and stop the threads (tests, exit)."""
         with self._lock:
             idle, self._idle = self._idle, []
-        for executor in idle:
-            executor.submit(connections.close_all)
-            executor.shutdown(wait=True)
+        for executor, _ in idle:
+            _stop(executor, wait=True)
+
+
+def _stop(executor: ThreadPoolExecutor, wait: bool = False) -> None:
+    executor.submit(connections.close_all)
+    executor.shutdown(wait=wait)
 
 
 pool = ExecutorPool()

@@ -2,6 +2,7 @@
 
 import asyncio
 import threading
+import time
 
 import httpx
 import pytest
@@ -33,22 +34,26 @@ def test_requests_reuse_threads_and_their_database_connections(token):
     server = ThreadedServer(application, loop="uvloop", http="httptools").start()
     try:
         with httpx.Client(base_url=server.url, timeout=10) as client:
-            for _ in range(6):
+            for done in range(1, 7):
                 # The token lookup and the ownership check query the database.
                 response = client.get(
                     "/api/chat/generation/gen-unknown",
                     headers={"Authorization": f"Bearer {token}"},
                 )
                 assert response.status_code == 404
+                # The response goes out before Django finishes the request: wait for the end
+                # (request_finished, then the thread goes back to the pool) before the next.
+                deadline = time.monotonic() + 5
+                while len(seen) < done and time.monotonic() < deadline:
+                    time.sleep(0.005)
+                time.sleep(0.05)
     finally:
         server.stop()
         request_finished.disconnect(record)
 
     assert len(seen) == 6
     threads = {id(thread) for thread, _ in seen}
-    # One after another: a request may start before the previous one has given its thread back
-    # (the response is sent before Django's request_finished), so two threads at most.
-    assert len(threads) <= 2, "each request ran in a new thread"
+    assert len(threads) == 1, "each request ran in a new thread"
     assert all(thread.name.startswith("sync") for thread, _ in seen)
     assert all(conn is not None for _, conn in seen)
     per_thread = {(id(thread), id(conn)) for thread, conn in seen}
@@ -124,3 +129,15 @@ async def test_tidy_return_closes_an_obsolete_connection_before_the_next_borrowe
         assert kept is new
     finally:
         pool.close()
+
+
+def test_executors_idle_past_the_limit_are_stopped_when_one_is_returned():
+    pool = ExecutorPool(max_idle=4, idle_seconds=0.05)
+    old, recent = pool.take(), pool.take()
+    pool.give(old)
+    time.sleep(0.1)
+    pool.give(recent)  # `old` has been idle longer than idle_seconds
+    assert old._shutdown
+    assert pool.take() is recent
+    pool.give(recent)
+    pool.close()
