@@ -15,11 +15,14 @@ CONN_HEALTH_CHECKS, broken connections) runs in the borrowed thread on request_s
 request_finished, and for a turn when it gives its executor back.
 """
 
+import asyncio
 import contextlib
+import contextvars
 import threading
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Coroutine
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 from asgiref.sync import ThreadSensitiveContext
 from django.core.handlers.asgi import ASGIHandler
@@ -89,6 +92,16 @@ def _stop(executor: ThreadPoolExecutor, wait: bool = False) -> None:
 
 
 pool = ExecutorPool()
+
+
+def detached_task[T](coro: Coroutine[Any, Any, T], name: str) -> "asyncio.Task[T]":
+    """Start a task that outlives whatever started it (a connection kept for the process).
+
+    A task inherits its creator's context, and with it the request's or turn's borrowed
+    thread: once that block ends, the task's synchronous calls would have nowhere to run
+    (asgiref raises). A detached task starts from an empty context, so its calls run in
+    asgiref's process-wide thread, as any code outside a request does."""
+    return asyncio.get_running_loop().create_task(coro, name=name, context=contextvars.Context())
 
 
 class PooledASGIHandler(ASGIHandler):

@@ -29,6 +29,7 @@ from mcp.client.streamable_http import streamable_http_client
 from mcp.shared.exceptions import MCPError
 from mcp_types import CONNECTION_CLOSED
 
+from config.threads import detached_task
 from integrations.http import mcp_http_client
 from integrations.models import McpServer, McpTool, tool_fingerprint
 
@@ -147,9 +148,8 @@ class Connection:
         self._wake = asyncio.Event()
         self._stopped = False
         self._relist: asyncio.Task[None] | None = None
-        self.task = asyncio.get_running_loop().create_task(
-            self._run(), name=f"mcp-{config.server_id}"
-        )
+        # Kept for the process, whoever first asked for it (a turn, a request): detached.
+        self.task = detached_task(self._run(), name=f"mcp-{config.server_id}")
 
     @property
     def connected(self) -> bool:

@@ -363,6 +363,9 @@ async def run_calls(
         for task in tasks:
             task.cancel()
         waiter.cancel()
+        # A round cut short (Stop) leaves nothing to report: its outcome is seen here, not
+        # logged by asyncio as "exception was never retrieved".
+        waiter.add_done_callback(_seen)
     for index, slot in enumerate(slots):
         if slot is None:  # the call crashed: report it as a failure the model can read
             call = calls[index]
@@ -371,6 +374,11 @@ async def run_calls(
             if task.done() and not task.cancelled() and task.exception():
                 log.error("tool call crashed", exc_info=task.exception())
         results.append(slot)
+
+
+def _seen(future: "asyncio.Future[Any]") -> None:
+    if not future.cancelled():
+        future.exception()
 
 
 async def _run_one(

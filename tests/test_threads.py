@@ -10,7 +10,7 @@ from asgiref.sync import sync_to_async
 from django.core.signals import request_finished
 from django.db import connection
 
-from config.threads import ExecutorPool
+from config.threads import ExecutorPool, detached_task
 from tests.servers import ThreadedServer
 
 
@@ -141,3 +141,27 @@ def test_executors_idle_past_the_limit_are_stopped_when_one_is_returned():
     assert pool.take() is recent
     pool.give(recent)
     pool.close()
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_a_detached_task_keeps_working_after_the_block_that_started_it():
+    """A connection kept for the process (an MCP server's) may be first asked for by a turn;
+    its later database work must not depend on that turn's borrowed thread."""
+    pool = ExecutorPool(max_idle=4)
+    go = asyncio.Event()
+
+    async def later() -> int:
+        await go.wait()
+        return await sync_to_async(threading.get_ident)()
+
+    try:
+        async with pool.lend() as executor:
+            lent_thread = executor.submit(threading.get_ident).result()
+            detached = detached_task(later(), name="kept")
+            inherited = asyncio.get_running_loop().create_task(later())
+        go.set()
+        assert await detached != lent_thread
+        with pytest.raises(RuntimeError, match="ThreadSensitiveContext has exited"):
+            await inherited  # what the detached task avoids
+    finally:
+        pool.close()
