@@ -43,9 +43,30 @@ def close_worker_thread_connections(django_db_setup):
     executor = SyncToAsync.single_thread_executor
     executor.submit(connections.close_all).result(timeout=10)
     pool.close()
+    _end_other_sessions_of_the_test_database()
     # Connections of threads that have ended (event loops' default executors) close when
     # collected.
     gc.collect()
+
+
+def _end_other_sessions_of_the_test_database() -> None:
+    """Async tests run the ORM on the event loop's thread too (DJANGO_ALLOW_ASYNC_UNSAFE), and
+    a test's connection there is not closed when the next test opens its own: with persistent
+    connections (CONN_MAX_AGE) on PostgreSQL they stay open until the process ends. The server
+    never does this (the ORM refuses to run on its event loop), so end them from the outside."""
+    from django.db import connection
+
+    if connection.vendor != "postgresql":
+        return
+    import psycopg
+
+    params = connection.get_connection_params()
+    params["dbname"] = "postgres"
+    with psycopg.connect(**params, autocommit=True) as admin:
+        admin.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s",
+            [connection.settings_dict["NAME"]],
+        )
 
 
 @pytest.fixture(autouse=True)
