@@ -146,6 +146,7 @@ async def _listen_for_control(layer, channel: str, turn: Turn) -> None:
 
 
 _TICK = Event("tick", None)
+_NO_REDRAW = frozenset({"metadata", "session"})
 
 
 async def publish(
@@ -185,9 +186,10 @@ async def publish(
                 if delay > 0:
                     tick = loop.call_later(delay, queue.put_nowait, _TICK)
                     continue
-            elif event.name != "metadata":
+            elif event.name not in _NO_REDRAW:
                 # Tool calls and notices change the turn's shape: redraw it whole. (A stored
-                # answer needs no redraw: the next tool event or the end redraws.)
+                # answer needs no redraw: the next tool event or the end redraws; a new
+                # conversation's `session` event is for API clients, the page has its id.)
                 if event.name == "notice":
                     await broadcast(conversation.pk, render_notice(event.data.get("message", "")))
                 html = await sync_to_async(render_turn)(
@@ -224,7 +226,12 @@ async def publish(
             await listener
         await layer.group_discard(control_group(conversation.pk), channel)
         turn.unsubscribe(queue)
-    final = await sync_to_async(render_turn)(conversation, root_id, append=False, live=None)
+    kept = turn.final_messages
+    # Drawn from the messages the turn ended with when it holds them all, else read back.
+    view = history.TurnView(root_id, kept) if kept and kept[0].pk == root_id else None
+    final = await sync_to_async(render_turn)(
+        conversation, root_id, append=False, live=None, view=view
+    )
     await broadcast(conversation.pk, final + render_turn_state(False))
     if first_exchange:
         await _maybe_title(conversation, root_id)

@@ -245,6 +245,14 @@ async def _answer(
             yield item
 
 
+def _keep_final(turn: Turn, prepared: PreparedTurn, answer: Message, rounds: int) -> None:
+    """A turn of one question and one answer is all in memory at its end: keep it for the
+    pages' last frame (a turn with tool rounds is read back instead)."""
+    question = prepared.user_message
+    if rounds == 1 and question is not None and answer.parent_id == question.pk:
+        turn.final_messages = [question, answer]
+
+
 async def run_turn(prepared: PreparedTurn, turn: Turn) -> AsyncIterator[Event]:
     """The body of one turn, yielding its events (see contract/api.md).
 
@@ -348,6 +356,7 @@ async def run_turn(prepared: PreparedTurn, turn: Turn) -> AsyncIterator[Event]:
             log.warning("turn %s failed: %s", current.pk, exc.message)
             yield Event("message", error_chunk(exc.message))
             stored = await _db(_finalise, current, acc, Message.Status.ERROR, exc.message, started)
+            _keep_final(turn, prepared, stored, rounds)
             yield Event("metadata", message_metadata(stored))
             return
         except asyncio.CancelledError:
@@ -365,6 +374,7 @@ async def run_turn(prepared: PreparedTurn, turn: Turn) -> AsyncIterator[Event]:
         acc.tool_calls = dict(enumerate(calls))
         if not calls:
             stored = await _db(_finalise, current, acc, Message.Status.COMPLETE, "", started)
+            _keep_final(turn, prepared, stored, rounds)
             yield Event("metadata", message_metadata(stored))
             return
 

@@ -39,6 +39,10 @@ class Turn:
     # joining on every chunk would cost O(n^2) over an answer.
     content_parts: list[str] = field(default_factory=list)
     reasoning_parts: list[str] = field(default_factory=list)
+    # The turn's messages as stored when it ended, when the orchestrator holds all of them (a
+    # question and its one answer, no tool round): the pages' last frame is drawn from them
+    # instead of being read back. None: read the turn from the database.
+    final_messages: list[Any] | None = None
 
     @property
     def content(self) -> str:

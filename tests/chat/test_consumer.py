@@ -272,3 +272,35 @@ async def test_a_double_send_while_its_turn_runs_is_dropped_without_a_notice(use
     assert await Message.objects.filter(role="user").acount() == 1
     assert await Message.objects.filter(role="assistant").acount() == 1
     await ws.disconnect()
+
+
+@pytest.mark.parametrize(("model", "status"), [("fake/ok", "complete"), ("fake/429", "error")])
+async def test_the_last_frame_is_drawn_from_memory_and_is_the_turn_read_back(
+    user, fake_openrouter, settings, monkeypatch, model, status
+):
+    from asgiref.sync import sync_to_async
+
+    from chat import history, live
+
+    settings.OPENROUTER_DEFAULT_MODEL = model
+    reads: list[tuple] = []
+    read_turn = history.turn_messages
+
+    def counting(*args, **kwargs):
+        reads.append(args)
+        return read_turn(*args, **kwargs)
+
+    monkeypatch.setattr(history, "turn_messages", counting)
+    ws = await connect(user)
+    await send(ws, action="send", message="a **question**", client_id="c-20", session_id="")
+    final = (await frames_until(ws, turn_finished))[-1]
+    await ws.disconnect()
+    assert reads == [], "a question and its answer are not read back for the last frame"
+    assert f"status-{status}" in final
+
+    conversation = await Conversation.objects.aget(user=user)
+    question = await conversation.messages.aget(role="user")
+    read_back = await sync_to_async(live.render_turn)(
+        conversation, question.pk, append=False, live=None
+    )
+    assert final == read_back + live.render_turn_state(False)
