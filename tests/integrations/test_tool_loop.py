@@ -1,5 +1,8 @@
 import asyncio
+import time
+from collections.abc import Callable
 from html.parser import HTMLParser
+from typing import Any
 
 import pytest
 from asgiref.sync import sync_to_async
@@ -26,6 +29,53 @@ class Tags(HTMLParser):
     def handle_starttag(self, tag, attrs):
         self.names.append(tag)
         self.attrs.extend(attrs)
+
+
+def slow_result_store(
+    monkeypatch,
+    seconds: float,
+    before: Callable[[Any], object] | None = None,
+    after: Callable[[Any], object] | None = None,
+) -> None:
+    """Storing a tool result takes `seconds` more; `before` and `after` run in the storing
+    thread around that wait (with the pending round), to act or look while it is under way."""
+    from integrations import toolloop
+
+    store = toolloop._store_result
+
+    def slow_store(pending, *args, **kwargs):
+        if before is not None:
+            before(pending)
+        time.sleep(seconds)
+        if after is not None:
+            after(pending)
+        return store(pending, *args, **kwargs)
+
+    monkeypatch.setattr(toolloop, "_store_result", slow_store)
+
+
+def stop_while_storing(monkeypatch) -> None:
+    """Stop the turn from inside the store of its last tool result, so it lands in that window
+    every time."""
+    from chat import turns
+
+    loop = asyncio.get_running_loop()
+    slow_result_store(
+        monkeypatch,
+        0.3,
+        before=lambda pending: loop.call_soon_threadsafe(
+            turns.cancel_turn, pending.message.conversation_id
+        ),
+    )
+
+
+# The question, the round that asked for the tool, its result, and the next round stopped.
+STOPPED_WHILE_STORING = [
+    ("user", "complete"),
+    ("assistant", "complete"),
+    ("tool", "complete"),
+    ("assistant", "cancelled"),
+]
 
 
 async def test_a_tool_call_runs_and_its_result_goes_back_to_the_model(
@@ -326,21 +376,14 @@ async def test_the_next_request_goes_out_while_the_last_result_is_stored(
     # The model's next request need not wait for the database: with a slow store, the fake
     # receives it before the store ends, and the result still reaches the model, the stored
     # history and the events, in order.
-    from integrations import toolloop
-
     add_server("alpha", mcp_server("alpha").url)
     set_calls(fake_openrouter, ("add", {"a": 2, "b": 3}))
-    store = toolloop._store_result
     requests_when_stored: list[int] = []
-
-    def slow_store(*args, **kwargs):
-        import time
-
-        time.sleep(0.5)
-        requests_when_stored.append(len(fake_openrouter.requests))
-        return store(*args, **kwargs)
-
-    monkeypatch.setattr(toolloop, "_store_result", slow_store)
+    slow_result_store(
+        monkeypatch,
+        0.5,
+        after=lambda pending: requests_when_stored.append(len(fake_openrouter.requests)),
+    )
 
     events = await chat(aapi)
 
@@ -369,32 +412,13 @@ async def test_the_next_request_goes_out_while_the_last_result_is_stored(
 async def test_stop_while_the_last_result_is_stored_keeps_it_and_cancels_the_next_round(
     aapi, fake_openrouter, mcp_server, add_server, monkeypatch
 ):
-    from chat import turns
-    from integrations import toolloop
-
     add_server("alpha", mcp_server("alpha").url)
     set_calls(fake_openrouter, ("add", {"a": 2, "b": 3}))
-    store = toolloop._store_result
-    loop = asyncio.get_running_loop()
-
-    def slow_store(pending, *args, **kwargs):
-        import time
-
-        # Stop arrives while the result is being stored.
-        loop.call_soon_threadsafe(turns.cancel_turn, pending.message.conversation_id)
-        time.sleep(0.3)
-        return store(pending, *args, **kwargs)
-
-    monkeypatch.setattr(toolloop, "_store_result", slow_store)
+    stop_while_storing(monkeypatch)
     await asyncio.wait_for(chat(aapi), 10)
 
     messages = [m async for m in Message.objects.order_by("id")]
-    assert [(m.role, m.status) for m in messages] == [
-        ("user", "complete"),
-        ("assistant", "complete"),
-        ("tool", "complete"),
-        ("assistant", "cancelled"),
-    ]
+    assert [(m.role, m.status) for m in messages] == STOPPED_WHILE_STORING
     assert messages[2].content == "5"
     assert not await Message.objects.filter(status="streaming").aexists()
 
@@ -404,30 +428,12 @@ async def test_stop_while_the_last_result_is_stored_before_a_pause_cancels_the_n
 ):
     # With the round limit reached, the turn waits for the store (to pause, not to ask the
     # model again); a Stop then must still leave no round `streaming`.
-    from chat import turns
-    from integrations import toolloop
-
     settings.MCP_MAX_ROUNDS = 1
     add_server("alpha", mcp_server("alpha").url)
     set_calls(fake_openrouter, ("add", {"a": 2, "b": 3}))
-    store = toolloop._store_result
-    loop = asyncio.get_running_loop()
-
-    def slow_store(pending, *args, **kwargs):
-        import time
-
-        loop.call_soon_threadsafe(turns.cancel_turn, pending.message.conversation_id)
-        time.sleep(0.3)
-        return store(pending, *args, **kwargs)
-
-    monkeypatch.setattr(toolloop, "_store_result", slow_store)
+    stop_while_storing(monkeypatch)
     await asyncio.wait_for(chat(aapi), 10)
 
     messages = [m async for m in Message.objects.order_by("id")]
-    assert [(m.role, m.status) for m in messages] == [
-        ("user", "complete"),
-        ("assistant", "complete"),
-        ("tool", "complete"),
-        ("assistant", "cancelled"),
-    ]
+    assert [(m.role, m.status) for m in messages] == STOPPED_WHILE_STORING
     assert len(fake_openrouter.requests) == 1
