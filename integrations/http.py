@@ -24,10 +24,9 @@ _clients: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, httpx2.AsyncClie
 def async_client() -> httpx2.AsyncClient:
     """Return the shared keep-alive client of the running event loop.
 
-    httpx2 (the maintained successor of httpx, which the `mcp` SDK uses too) on an asyncio
-    network backend: the stream benchmark's reading of an upstream answer costs ~40% less CPU
-    than with httpx on its anyio backend (its pool's bookkeeping was quadratic in the number of
-    connections, and every read entered an anyio cancel scope)."""
+    httpx2's API (the maintained successor of httpx, which the `mcp` SDK uses too) over an
+    aiohttp transport (integrations/aiohttp_transport.py): its connections are parsed in C,
+    and its session closes with the event loop, so there is nothing to close by hand."""
     loop = asyncio.get_running_loop()
     client = _clients.get(loop)
     if client is None or client.is_closed:
@@ -39,13 +38,6 @@ def async_client() -> httpx2.AsyncClient:
         )
         _clients[loop] = client
     return client
-
-
-async def close_clients() -> None:
-    loop = asyncio.get_running_loop()
-    client = _clients.pop(loop, None)
-    if client is not None:
-        await client.aclose()
 
 
 def mcp_http_client(
