@@ -54,6 +54,17 @@ def reference_cpu_ms() -> float:
     return best * 1000
 
 
+def machine_notes(load: tuple[float, float]) -> list[str]:
+    """The closing lines of a streaming bench: the load around the run and the machine's speed,
+    for reading its absolute figures."""
+    return [
+        f"(load average at start/end: {load[0]:.2f}/{load[1]:.2f} on {os.cpu_count()} CPUs; "
+        "client, app and fake share them, so other load on the machine skews the figures)",
+        f"(machine speed: the reference workload took {reference_cpu_ms():.1f} ms of CPU; "
+        "absolute CPU figures scale with it, see bench/README.md)",
+    ]
+
+
 def percentile(values: list[float], q: float) -> float:
     """The q-th percentile (0..100), linear between the closest ranks."""
     if not values:

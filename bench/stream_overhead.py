@@ -33,9 +33,9 @@ from bench._common import (
     REPO,
     cpu_seconds,
     free_port,
+    machine_notes,
     percentile,
     prepare_app_database,
-    reference_cpu_ms,
     stop,
     wait_until_up,
 )
@@ -362,14 +362,7 @@ def report(
         met = False
     else:
         print("All targets met." if met else "Some targets were MISSED.")
-    print(
-        f"(load average at start/end: {load[0]:.2f}/{load[1]:.2f} on {os.cpu_count()} CPUs; "
-        "client, app and fake share them, so other load on the machine skews the figures)"
-    )
-    print(
-        f"(machine speed: the reference workload took {reference_cpu_ms():.1f} ms of CPU; "
-        "absolute CPU figures scale with it, see bench/README.md)"
-    )
+    print("\n".join(machine_notes(load)))
     return met
 
 

@@ -36,8 +36,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench._common import (
     cpu_seconds,
     free_port,
+    machine_notes,
     percentile,
-    reference_cpu_ms,
     stop,
     wait_until_up,
 )
@@ -387,14 +387,7 @@ def report(outcome: Outcome, load: tuple[float, float]) -> bool:
         )
     else:
         lines.append("All targets met." if met else "Some targets were MISSED.")
-    lines.append(
-        f"(load average at start/end: {load[0]:.2f}/{load[1]:.2f} on {os.cpu_count()} CPUs; "
-        "client, app and fake share them, so other load on the machine skews the figures)"
-    )
-    lines.append(
-        f"(machine speed: the reference workload took {reference_cpu_ms():.1f} ms of CPU; "
-        "absolute CPU figures scale with it, see bench/README.md)"
-    )
+    lines.extend(machine_notes(load))
     print()
     print("\n".join(lines))
     return met
