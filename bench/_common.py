@@ -1,10 +1,13 @@
 """Helpers shared by the benchmarks: ports, subprocesses, CPU time, percentiles."""
 
+import contextlib
 import os
 import socket
 import subprocess
 import time
+from collections.abc import Iterator
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
 import httpx
 
@@ -136,3 +139,34 @@ def prepare_app_database(env: dict[str, str], script: str) -> str:
         text=True,
     )
     return out.stdout.strip().splitlines()[-1]
+
+
+@contextlib.contextmanager
+def throwaway_postgres(server_url: str, name: str) -> Iterator[str]:
+    """A new PostgreSQL database on the server of `server_url` for one run (dropped after it,
+    its leftover sessions ended first); yields its URL."""
+    import psycopg
+
+    parts = urlsplit(server_url)
+    database = f"{name}_{os.getpid()}"
+    admin = urlunsplit(parts._replace(path="/postgres"))
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{database}"')
+        conn.execute(f'CREATE DATABASE "{database}"')
+    try:
+        yield urlunsplit(parts._replace(path=f"/{database}"))
+    finally:
+        with psycopg.connect(admin, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
+
+
+def postgres_connections(url: str) -> int:
+    """Sessions open on the database of `url`, besides the one asking."""
+    import psycopg
+
+    with psycopg.connect(url, autocommit=True) as conn:
+        row = conn.execute(
+            "SELECT count(*) FROM pg_stat_activity "
+            "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+        ).fetchone()
+    return int(row[0]) if row else 0

@@ -12,6 +12,7 @@ Run: uv run python bench/stream_overhead.py   (about 1.5 minutes)
 
 import argparse
 import asyncio
+import contextlib
 import functools
 import json
 import os
@@ -19,6 +20,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -35,8 +37,10 @@ from bench._common import (
     free_port,
     machine_notes,
     percentile,
+    postgres_connections,
     prepare_app_database,
     stop,
+    throwaway_postgres,
     wait_until_up,
 )
 from tests.fake_openrouter import API_KEY
@@ -171,7 +175,7 @@ SERVERS = {
 
 
 def _start_processes(
-    tmp: Path, server: str = "uvicorn"
+    tmp: Path, server: str = "uvicorn", database_url: str | None = None
 ) -> tuple[subprocess.Popen, subprocess.Popen, str, str, str]:
     fake_port, app_port = free_port(), free_port()
     fake_url = f"http://127.0.0.1:{fake_port}"
@@ -194,7 +198,7 @@ def _start_processes(
         **os.environ,
         "DATA_DIR": str(tmp),
         # Explicit values win over a developer's .env (read without overwriting the environment).
-        "DATABASE_URL": f"sqlite:///{tmp / 'db.sqlite3'}",
+        "DATABASE_URL": database_url or f"sqlite:///{tmp / 'db.sqlite3'}",
         "REDIS_URL": "",
         "DEBUG": "false",
         "LOG_LEVEL": "WARNING",
@@ -366,6 +370,28 @@ def report(
     return met
 
 
+class _PeakConnections:
+    """The most sessions the app holds on its PostgreSQL database, sampled every 0.2 s."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.most = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+
+    def _sample(self) -> None:
+        while not self._stop.wait(0.2):
+            self.most = max(self.most, postgres_connections(self.url))
+
+    def __enter__(self) -> "_PeakConnections":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument(
@@ -401,15 +427,27 @@ def main() -> int:
         action="store_true",
         help="print the app's pid and wait for Enter before measuring (to attach a profiler)",
     )
+    parser.add_argument(
+        "--postgres",
+        metavar="URL",
+        help="run the app on a throwaway database on this PostgreSQL server (e.g. "
+        "postgres://postgres@127.0.0.1:5432/) instead of SQLite, and print the most "
+        "connections it held",
+    )
     args = parser.parse_args()
     args.rounds_c50 = max(args.rounds_c50, 2)
     args.streams_c1 = max(args.streams_c1, 2)
     fake = app = profiler = None
     load_start = os.getloadavg()[0]
-    with tempfile.TemporaryDirectory(prefix="bench-stream-") as tmp_name:
-        tmp = Path(tmp_name)
+    with contextlib.ExitStack() as stack:
+        tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="bench-stream-")))
+        database_url = None
+        if args.postgres:
+            database_url = stack.enter_context(throwaway_postgres(args.postgres, "bench_stream"))
         try:
-            fake, app, fake_url, app_url, token = _start_processes(tmp, args.server)
+            fake, app, fake_url, app_url, token = _start_processes(tmp, args.server, database_url)
+            if database_url is not None:
+                peak = stack.enter_context(_PeakConnections(database_url))
             if args.hold:
                 input(f"app pid {app.pid}, fake pid {fake.pid}: press Enter to start ")
             if args.profile:
@@ -444,7 +482,10 @@ def main() -> int:
                 profiler.wait(timeout=30)
             stop(app)
             stop(fake)
-        return 0 if report(a, b, bursts, load) else 1
+        met = report(a, b, bursts, load)
+        if database_url is not None:
+            print(f"(PostgreSQL: the app held at most {peak.most} connections)")
+        return 0 if met else 1
 
 
 if __name__ == "__main__":

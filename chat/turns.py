@@ -99,9 +99,10 @@ def launch(
     _turns[conversation_id] = turn
 
     async def drive() -> None:
-        # The turn's database work runs in a pooled thread of its own, not in the thread of the
-        # request that started it: a turn outlives its request (pages, a dropped SSE client).
-        async with pool.lend(tidy=True):
+        # Each of the turn's database calls borrows a pooled thread for the call (not the
+        # request's thread: a turn outlives its request), so while tokens stream the turn holds
+        # no thread and no database connection.
+        async with pool.lend_per_call():
             await relay()
 
     async def relay() -> None:

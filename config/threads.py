@@ -6,22 +6,32 @@ and, on exit, starts another thread to join it. So every request started two thr
 database connection belongs to its thread, opened a new database connection (a SQLite connection
 costs ~0.6 ms of CPU to open: Django registers its SQL functions on each one).
 
-Here a request, and a running turn, borrows a single-thread executor from a pool and gives it
-back when done (asgiref's `ThreadSensitiveContext(executor=...)`), so threads and their
-connections are reused, as a WSGI server reuses its threads. One request or turn at a time owns
-an executor, so its synchronous calls still run one after another in one thread, as before.
+Here threads come from a pool and go back to it, so they and their connections are reused, as a
+WSGI server reuses its threads (asgiref's `ThreadSensitiveContext(executor=...)`):
+
+- a request borrows a single-thread executor while Django makes its response, so its
+  synchronous calls still run one after another in one thread; a streamed body (an SSE answer,
+  minutes long) goes out after the thread is back in the pool;
+- a running turn borrows a thread only while it has database calls to run
+  (`LendingExecutor`): between its calls, while tokens stream, it holds no thread and no
+  database connection.
+
+So the threads, and database connections, in use at once are the requests being answered and
+the calls being run, not the streams open. Holding a thread per open stream and per turn, 50
+API streams needed ~100 PostgreSQL connections: more than the server's default limit of 100.
+
 Connection housekeeping stays Django's: `close_old_connections` (CONN_MAX_AGE,
-CONN_HEALTH_CHECKS, broken connections) runs in the borrowed thread on request_started and
-request_finished, and for a turn when it gives its executor back.
+CONN_HEALTH_CHECKS, broken connections) runs in a borrowed thread when it is given back.
 """
 
 import asyncio
+import collections
 import contextlib
 import contextvars
 import threading
 import time
 from collections.abc import AsyncIterator, Coroutine
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from typing import Any
 
 from asgiref.sync import ThreadSensitiveContext
@@ -41,9 +51,11 @@ class ExecutorPool:
         self._idle: list[tuple[ThreadPoolExecutor, float]] = []  # (executor, returned at)
         self._lock = threading.Lock()
         self.created = 0
+        self.lent = 0  # executors out on loan now
 
     def take(self) -> ThreadPoolExecutor:
         with self._lock:
+            self.lent += 1
             if self._idle:
                 return self._idle.pop()[0]
             self.created += 1
@@ -54,6 +66,7 @@ class ExecutorPool:
         (what request_finished does for a request), ahead of the next borrower's work."""
         now = time.monotonic()
         with self._lock:
+            self.lent -= 1
             # The oldest idle executors are at the bottom of the stack.
             expired = 0
             while expired < len(self._idle) and now - self._idle[expired][1] > self.idle_seconds:
@@ -78,6 +91,11 @@ class ExecutorPool:
         finally:
             self.give(executor, tidy=tidy)
 
+    def lend_per_call(self) -> ThreadSensitiveContext:
+        """Run the block's thread-sensitive calls each in a thread borrowed for that call alone
+        (`async with pool.lend_per_call(): ...`)."""
+        return ThreadSensitiveContext(executor=LendingExecutor(self))
+
     def close(self) -> None:
         """Close the idle threads' database connections and stop the threads (tests, exit)."""
         with self._lock:
@@ -89,6 +107,52 @@ class ExecutorPool:
 def _stop(executor: ThreadPoolExecutor, wait: bool = False) -> None:
     executor.submit(connections.close_all)
     executor.shutdown(wait=wait)
+
+
+class LendingExecutor(Executor):
+    """Runs a block's calls one at a time, in the order they come, in a thread borrowed from
+    `pool` only while calls are waiting or running: given back (tidy) as soon as none are.
+
+    For a long-lived block that calls into the database now and then (a turn): calls keep the
+    order and the one-at-a-time of a single-thread executor (a turn's stores rely on it), but
+    between calls, while tokens stream, the block holds no thread and no database connection.
+    Each call must be complete in itself (a transaction does not span two calls), as any
+    thread-sensitive call under ASGI is."""
+
+    def __init__(self, pool: ExecutorPool) -> None:
+        self._pool = pool
+        self._lock = threading.Lock()
+        self._calls: collections.deque[tuple[Future, Any, tuple, dict]] = collections.deque()
+        self._borrowed: ThreadPoolExecutor | None = None
+
+    def submit(self, fn, /, *args, **kwargs) -> Future:
+        future: Future = Future()
+        with self._lock:
+            self._calls.append((future, fn, args, kwargs))
+            if self._borrowed is not None:
+                return future  # the borrowed thread runs it after the calls before it
+            self._borrowed = executor = self._pool.take()
+        executor.submit(self._run_calls)
+        return future
+
+    def _run_calls(self) -> None:
+        """In the borrowed thread: run the waiting calls, then give the thread back."""
+        while True:
+            with self._lock:
+                if not self._calls:
+                    executor, self._borrowed = self._borrowed, None
+                    break
+                future, fn, args, kwargs = self._calls.popleft()
+            if not future.set_running_or_notify_cancel():
+                continue
+            try:
+                result = fn(*args, **kwargs)
+            except BaseException as exc:
+                future.set_exception(exc)
+            else:
+                future.set_result(result)
+        assert executor is not None
+        self._pool.give(executor, tidy=True)
 
 
 pool = ExecutorPool()
@@ -105,10 +169,21 @@ def detached_task[T](coro: Coroutine[Any, Any, T], name: str) -> "asyncio.Task[T
 
 
 class PooledASGIHandler(ASGIHandler):
-    """Django's ASGI handler, running each request's synchronous code in a pooled thread."""
+    """Django's ASGI handler, running each request's synchronous code in a pooled thread.
 
-    async def __call__(self, scope, receive, send):
-        if scope["type"] != "http":
-            raise ValueError(f"Django can only handle ASGI/HTTP connections, not {scope['type']}.")
-        async with pool.lend():
-            await self.handle(scope, receive, send)
+    The thread is borrowed while Django makes the response and given back (tidy: what
+    request_finished does for the thread's connections) before a streamed body goes out, so
+    an open stream holds no thread. Django's request_started and request_finished signals run
+    outside it, in asgiref's process-wide thread, which holds no request's connection."""
+
+    async def run_get_response(self, request):
+        async with pool.lend(tidy=True):
+            return await super().run_get_response(request)
+
+    async def send_response(self, response, send):
+        if response.streaming and not response.is_async:
+            # A synchronous iterator (a file) is read in a thread: a pooled one rather than the
+            # process-wide one, which a large file would hold up for everybody.
+            async with pool.lend():
+                return await super().send_response(response, send)
+        return await super().send_response(response, send)

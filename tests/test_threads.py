@@ -7,10 +7,10 @@ import time
 import httpx
 import pytest
 from asgiref.sync import sync_to_async
-from django.core.signals import request_finished
 from django.db import connection
 
-from config.threads import ExecutorPool, detached_task
+from chat.models import Message
+from config.threads import ExecutorPool, LendingExecutor, detached_task
 from tests.servers import ThreadedServer
 
 
@@ -19,37 +19,37 @@ def _thread_and_connection() -> tuple[int, object]:
     return threading.get_ident(), connection.connection
 
 
-@pytest.mark.django_db(transaction=True)
-def test_requests_reuse_threads_and_their_database_connections(token):
+@pytest.fixture
+def app_server():
     from config.asgi import application
+
+    server = ThreadedServer(application, loop="uvloop", http="httptools").start()
+    yield server
+    server.stop()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_requests_reuse_threads_and_their_database_connections(app_server, token, monkeypatch):
+    from chat import services
 
     # Objects, not ids: kept alive here, they cannot be mistaken for one another.
     seen: list[tuple[threading.Thread, object]] = []
+    lookup = services.authenticate_token
 
-    def record(**kwargs):
-        # request_finished runs in the request's thread, before Django's connection housekeeping.
+    def record(raw):
+        user = lookup(raw)  # queries the database, in the request's thread
         seen.append((threading.current_thread(), connection.connection))
+        return user
 
-    request_finished.connect(record, weak=False)
-    server = ThreadedServer(application, loop="uvloop", http="httptools").start()
-    try:
-        with httpx.Client(base_url=server.url, timeout=10) as client:
-            for done in range(1, 7):
-                # The token lookup and the ownership check query the database.
-                response = client.get(
-                    "/api/chat/generation/gen-unknown",
-                    headers={"Authorization": f"Bearer {token}"},
-                )
-                assert response.status_code == 404
-                # The response goes out before Django finishes the request: wait for the end
-                # (request_finished, then the thread goes back to the pool) before the next.
-                deadline = time.monotonic() + 5
-                while len(seen) < done and time.monotonic() < deadline:
-                    time.sleep(0.005)
-                time.sleep(0.05)
-    finally:
-        server.stop()
-        request_finished.disconnect(record)
+    monkeypatch.setattr(services, "authenticate_token", record)
+    with httpx.Client(base_url=app_server.url, timeout=10) as client:
+        for _ in range(6):
+            # The thread is back in the pool before the response goes out: the next request
+            # can have it.
+            response = client.get(
+                "/api/chat/generation/gen-unknown", headers={"Authorization": f"Bearer {token}"}
+            )
+            assert response.status_code == 404
 
     assert len(seen) == 6
     threads = {id(thread) for thread, _ in seen}
@@ -58,6 +58,41 @@ def test_requests_reuse_threads_and_their_database_connections(token):
     assert all(conn is not None for _, conn in seen)
     per_thread = {(id(thread), id(conn)) for thread, conn in seen}
     assert len(per_thread) == len(threads), "a thread opened a new database connection"
+
+
+@pytest.mark.django_db(transaction=True)
+def test_an_open_answer_stream_holds_no_thread(app_server, fake_openrouter, token, settings):
+    """Neither the streaming response nor its turn keeps a thread (and with it a database
+    connection) while tokens flow: 50 streams once held 100 PostgreSQL connections."""
+    from config.threads import pool
+
+    settings.CHAT_CHECKPOINT_SECONDS = 60  # no checkpoint write during the test
+    fake_openrouter.slow_token_delay = 0.02
+    body = {"model": "fake/slow", "messages": [{"role": "user", "content": "count"}]}
+    lent_mid_stream = []
+    with (
+        httpx.Client(base_url=app_server.url, timeout=10) as client,
+        client.stream(
+            "POST", "/api/chat/stream", json=body, headers={"Authorization": f"Bearer {token}"}
+        ) as response,
+    ):
+        assert response.status_code == 200
+        tokens = 0
+        for line in response.iter_lines():
+            if not (line.startswith("data:") and '"t' in line):
+                continue
+            tokens += 1
+            if tokens in (3, 6):
+                lent_mid_stream.append(pool.lent)
+            if tokens == 6:
+                break
+    assert lent_mid_stream == [0, 0]
+    # Going away cancels the turn, which stores what it had: a call that borrows a thread.
+    assert fake_openrouter.wait_closed_streams(1, timeout=5)
+    deadline = time.monotonic() + 5
+    while Message.objects.get(role="assistant").status == "streaming":
+        assert time.monotonic() < deadline, "the cancelled answer was not stored"
+        time.sleep(0.02)
 
 
 @pytest.mark.django_db(transaction=True)
@@ -163,5 +198,70 @@ async def test_a_detached_task_keeps_working_after_the_block_that_started_it():
         assert await detached != lent_thread
         with pytest.raises(RuntimeError, match="ThreadSensitiveContext has exited"):
             await inherited  # what the detached task avoids
+    finally:
+        pool.close()
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_per_call_lending_keeps_the_order_and_holds_no_thread_between_calls():
+    pool = ExecutorPool(max_idle=4)
+    order: list[int] = []
+    inside = threading.Lock()
+
+    def call(n: int) -> tuple[int, object]:
+        # One at a time: a call that finds another running fails the test.
+        assert inside.acquire(blocking=False), "two calls of the block ran at once"
+        try:
+            time.sleep(0.01)
+            order.append(n)
+            return _thread_and_connection()
+        finally:
+            inside.release()
+
+    try:
+        async with pool.lend_per_call():
+            # Made at the same time, the calls still run one after another, as submitted.
+            first = await asyncio.gather(*(sync_to_async(call)(n) for n in range(5)))
+            assert order == [0, 1, 2, 3, 4]
+            assert len(set(first)) == 1, "the waiting calls ran in one borrowed thread"
+            assert pool.lent == 0, "the thread was kept after the calls"
+            # The next call borrows the pool's warmest thread again, connection and all.
+            assert await sync_to_async(_thread_and_connection)() == first[0]
+            assert pool.lent == 0
+        assert pool.created == 1
+    finally:
+        pool.close()
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_a_failing_call_gives_its_thread_back_and_the_next_call_runs():
+    pool = ExecutorPool(max_idle=4)
+
+    def fail() -> None:
+        raise ValueError("boom")
+
+    try:
+        async with pool.lend_per_call():
+            with pytest.raises(ValueError, match="boom"):
+                await sync_to_async(fail)()
+            assert pool.lent == 0
+            assert await sync_to_async(lambda: 42)() == 42
+    finally:
+        pool.close()
+
+
+def test_a_cancelled_waiting_call_is_skipped():
+    pool = ExecutorPool(max_idle=4)
+    executor = LendingExecutor(pool)
+    release = threading.Event()
+    try:
+        running = executor.submit(release.wait, 5)
+        waiting = executor.submit(lambda: "ran")
+        after = executor.submit(lambda: "after")
+        assert waiting.cancel()
+        release.set()
+        assert running.result(timeout=5) is True
+        assert after.result(timeout=5) == "after"
+        assert waiting.cancelled()
     finally:
         pool.close()
