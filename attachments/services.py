@@ -14,7 +14,7 @@ from urllib.parse import urlsplit
 from django.conf import settings
 from django.core.files.base import ContentFile, File
 from django.core.files.uploadedfile import UploadedFile
-from django.db import IntegrityError, close_old_connections, transaction
+from django.db import IntegrityError, connections, transaction
 from django.http import Http404
 from django.utils import timezone
 
@@ -507,7 +507,8 @@ def start_cleanup_schedule(interval_seconds: float) -> threading.Event | None:
             except Exception:
                 log.exception("attachment cleanup failed")
             finally:
-                close_old_connections()
+                # An hourly job keeps no connection between its runs.
+                connections.close_all()
 
     threading.Thread(target=loop, name="attachment-cleanup", daemon=True).start()
     return stop

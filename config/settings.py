@@ -164,6 +164,9 @@ else:
 # Requests and turns run their ORM calls in reused threads (config/threads.py), so each thread's
 # connection is reused too: opening one per request was ~5% of a streamed reply's CPU. SQLite
 # keeps them open; a server database recycles them after a minute and checks them before reuse.
+# At most this many such threads per process (and so database connections): more requests or
+# calls at once wait for one, rather than fail with PostgreSQL's "too many clients".
+DB_THREADS = int(_positive("DB_THREADS", _setting("DB_THREADS", env.int, 16)))
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     DATABASES["default"]["CONN_MAX_AGE"] = None
 else:

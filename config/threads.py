@@ -30,11 +30,12 @@ import contextlib
 import contextvars
 import threading
 import time
-from collections.abc import AsyncIterator, Coroutine
+from collections.abc import AsyncIterator, Callable, Coroutine
 from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from typing import Any
 
 from asgiref.sync import ThreadSensitiveContext
+from django.conf import settings
 from django.core.handlers.asgi import ASGIHandler
 from django.db import close_old_connections, connections
 
@@ -45,46 +46,102 @@ class ExecutorPool:
     database connection): the pool shrinks back to what the last minute needed, so a server
     database does not keep a connection per thread of a past burst."""
 
-    def __init__(self, max_idle: int = 32, idle_seconds: float = 60.0) -> None:
+    def __init__(
+        self, max_idle: int = 32, idle_seconds: float = 60.0, max_threads: int | None = None
+    ) -> None:
         self.max_idle = max_idle
         self.idle_seconds = idle_seconds
+        # At most this many lent at once (None: the DB_THREADS setting); later borrowers wait
+        # for one to come back. Threads, and so database connections, never outnumber it.
+        self.max_threads = max_threads
         self._idle: list[tuple[ThreadPoolExecutor, float]] = []  # (executor, returned at)
+        self._waiting: collections.deque[Callable[[ThreadPoolExecutor], None]] = collections.deque()
         self._lock = threading.Lock()
         self.created = 0
         self.lent = 0  # executors out on loan now
 
+    @property
+    def limit(self) -> int:
+        return self.max_threads if self.max_threads is not None else int(settings.DB_THREADS)
+
     def take(self) -> ThreadPoolExecutor:
+        """An executor, now (RuntimeError with all `limit` of them lent)."""
+        executor = self.take_or_wait(None)
+        assert executor is not None
+        return executor
+
+    def take_or_wait(
+        self, when_free: Callable[[ThreadPoolExecutor], None] | None
+    ) -> ThreadPoolExecutor | None:
+        """An executor, now; or, with all `limit` of them lent, None, and `when_free` is called
+        with one as it comes back (in the thread that gives it back)."""
         with self._lock:
+            if self.lent >= self.limit:
+                if when_free is None:
+                    raise RuntimeError("every pooled thread is lent")
+                self._waiting.append(when_free)
+                return None
             self.lent += 1
             if self._idle:
                 return self._idle.pop()[0]
             self.created += 1
         return ThreadPoolExecutor(max_workers=1, thread_name_prefix="sync")
 
+    async def borrow(self) -> ThreadPoolExecutor:
+        """An executor: at once, or the first one given back when all are lent."""
+        loop = asyncio.get_running_loop()
+        ready: asyncio.Future[ThreadPoolExecutor] = loop.create_future()
+
+        def hand_over(executor: ThreadPoolExecutor) -> None:
+            if ready.done():  # the borrower stopped waiting (cancelled)
+                self.give(executor)
+            else:
+                ready.set_result(executor)
+
+        def when_free(executor: ThreadPoolExecutor) -> None:
+            try:
+                loop.call_soon_threadsafe(hand_over, executor)
+            except RuntimeError:  # the loop has closed: nobody is waiting any more
+                self.give(executor)
+
+        executor = self.take_or_wait(when_free)
+        return executor if executor is not None else await ready
+
     def give(self, executor: ThreadPoolExecutor, tidy: bool = False) -> None:
-        """Return an executor. `tidy` queues Django's connection housekeeping in its thread
-        (what request_finished does for a request), ahead of the next borrower's work."""
+        """Return an executor (to the first borrower waiting, if any). `tidy` queues Django's
+        connection housekeeping in its thread (what request_finished does for a request), ahead
+        of the next borrower's work."""
         now = time.monotonic()
+        stop: list[ThreadPoolExecutor] = []
         with self._lock:
-            self.lent -= 1
-            # The oldest idle executors are at the bottom of the stack.
-            expired = 0
-            while expired < len(self._idle) and now - self._idle[expired][1] > self.idle_seconds:
-                expired += 1
-            stale = [e for e, _ in self._idle[:expired]]
-            del self._idle[:expired]
-            keep = len(self._idle) < self.max_idle
-            if keep:
-                if tidy:
-                    executor.submit(close_old_connections)
-                self._idle.append((executor, now))
-        for surplus in stale if keep else [*stale, executor]:
+            waiter = self._waiting.popleft() if self._waiting else None
+            if waiter is None:
+                self.lent -= 1
+                # The oldest idle executors are at the bottom of the stack.
+                expired = 0
+                while (
+                    expired < len(self._idle) and now - self._idle[expired][1] > self.idle_seconds
+                ):
+                    expired += 1
+                stop = [e for e, _ in self._idle[:expired]]
+                del self._idle[:expired]
+                if len(self._idle) < self.max_idle:
+                    if tidy:
+                        executor.submit(close_old_connections)
+                    self._idle.append((executor, now))
+                else:
+                    stop.append(executor)
+        if waiter is not None:  # passed on, still lent
+            if tidy:
+                executor.submit(close_old_connections)
+            waiter(executor)
+        for surplus in stop:
             _stop(surplus)
 
     @contextlib.asynccontextmanager
     async def lend(self, tidy: bool = False) -> AsyncIterator[ThreadPoolExecutor]:
         """Run the block's thread-sensitive calls (`sync_to_async`) in a borrowed thread."""
-        executor = self.take()
+        executor = await self.borrow()
         try:
             async with ThreadSensitiveContext(executor=executor):
                 yield executor
@@ -123,17 +180,25 @@ class LendingExecutor(Executor):
         self._pool = pool
         self._lock = threading.Lock()
         self._calls: collections.deque[tuple[Future, Any, tuple, dict]] = collections.deque()
+        self._borrowing = False  # a thread is borrowed, or asked for
         self._borrowed: ThreadPoolExecutor | None = None
 
     def submit(self, fn, /, *args, **kwargs) -> Future:
         future: Future = Future()
         with self._lock:
             self._calls.append((future, fn, args, kwargs))
-            if self._borrowed is not None:
+            if self._borrowing:
                 return future  # the borrowed thread runs it after the calls before it
-            self._borrowed = executor = self._pool.take()
-        executor.submit(self._run_calls)
+            self._borrowing = True
+        executor = self._pool.take_or_wait(self._start)
+        if executor is not None:  # else _start runs when a thread is free
+            self._start(executor)
         return future
+
+    def _start(self, executor: ThreadPoolExecutor) -> None:
+        with self._lock:
+            self._borrowed = executor
+        executor.submit(self._run_calls)
 
     def _run_calls(self) -> None:
         """In the borrowed thread: run the waiting calls, then give the thread back."""
@@ -141,6 +206,7 @@ class LendingExecutor(Executor):
             with self._lock:
                 if not self._calls:
                     executor, self._borrowed = self._borrowed, None
+                    self._borrowing = False
                     break
                 future, fn, args, kwargs = self._calls.popleft()
             if not future.set_running_or_notify_cancel():

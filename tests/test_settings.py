@@ -65,6 +65,8 @@ def test_database_and_redis_urls_switch_the_backends(tmp_path):
         ("REDIS_URL", "localhost:6379"),
         ("DATABASE_URL", "nosuchdb://x"),
         ("CHAT_HISTORY_LIMIT", "many"),
+        ("DB_THREADS", "0"),
+        ("DB_THREADS", "lots"),
     ],
 )
 def test_a_malformed_value_stops_the_start_naming_the_variable(tmp_path, name, value):

@@ -14,6 +14,15 @@ from config.threads import ExecutorPool, LendingExecutor, detached_task
 from tests.servers import ThreadedServer
 
 
+async def _all_given_back(pool: ExecutorPool) -> bool:
+    """The last call's thread is given back just after the caller hears of the result."""
+    for _ in range(100):
+        if pool.lent == 0:
+            return True
+        await asyncio.sleep(0.01)
+    return False
+
+
 def _thread_and_connection() -> tuple[int, object]:
     connection.ensure_connection()
     return threading.get_ident(), connection.connection
@@ -224,10 +233,10 @@ async def test_per_call_lending_keeps_the_order_and_holds_no_thread_between_call
             first = await asyncio.gather(*(sync_to_async(call)(n) for n in range(5)))
             assert order == [0, 1, 2, 3, 4]
             assert len(set(first)) == 1, "the waiting calls ran in one borrowed thread"
-            assert pool.lent == 0, "the thread was kept after the calls"
+            assert await _all_given_back(pool), "the thread was kept after the calls"
             # The next call borrows the pool's warmest thread again, connection and all.
             assert await sync_to_async(_thread_and_connection)() == first[0]
-            assert pool.lent == 0
+            assert await _all_given_back(pool)
         assert pool.created == 1
     finally:
         pool.close()
@@ -244,7 +253,7 @@ async def test_a_failing_call_gives_its_thread_back_and_the_next_call_runs():
         async with pool.lend_per_call():
             with pytest.raises(ValueError, match="boom"):
                 await sync_to_async(fail)()
-            assert pool.lent == 0
+            assert await _all_given_back(pool)
             assert await sync_to_async(lambda: 42)() == 42
     finally:
         pool.close()
@@ -263,5 +272,80 @@ def test_a_cancelled_waiting_call_is_skipped():
         assert running.result(timeout=5) is True
         assert after.result(timeout=5) == "after"
         assert waiting.cancelled()
+    finally:
+        pool.close()
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_borrowers_past_the_limit_wait_for_a_thread_to_come_back():
+    """Threads, and so database connections, never outnumber the limit: the third block
+    waits, then gets a thread given back, connection and all."""
+    pool = ExecutorPool(max_threads=2)
+    inside = 0
+    most_inside = 0
+    release = asyncio.Event()
+
+    async def block() -> tuple[int, object]:
+        nonlocal inside, most_inside
+        async with pool.lend():
+            inside += 1
+            most_inside = max(most_inside, inside)
+            await release.wait()
+            seen = await sync_to_async(_thread_and_connection)()
+            inside -= 1
+            return seen
+
+    try:
+        blocks = [asyncio.ensure_future(block()) for _ in range(3)]
+        for _ in range(50):
+            await asyncio.sleep(0.01)
+            if most_inside == 2:
+                break
+        assert most_inside == 2 and pool.lent == 2
+        assert not blocks[2].done()
+        release.set()
+        seen = await asyncio.gather(*blocks)
+        assert most_inside == 2
+        assert pool.created == 2
+        assert len({thread for thread, _ in seen}) == 2
+        assert await _all_given_back(pool)
+    finally:
+        pool.close()
+
+
+async def test_a_borrower_that_stops_waiting_does_not_keep_the_thread():
+    pool = ExecutorPool(max_threads=1)
+    try:
+        held = await pool.borrow()
+        waiting = asyncio.ensure_future(pool.borrow())
+        await asyncio.sleep(0.01)
+        waiting.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await waiting
+        pool.give(held)
+        await asyncio.sleep(0.01)  # the hand-over to the cancelled waiter runs on the loop
+        assert pool.lent == 0
+        assert await pool.borrow() is held
+    finally:
+        pool.close()
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_per_call_lending_waits_for_a_thread_when_all_are_lent():
+    pool = ExecutorPool(max_threads=1)
+    try:
+        async with pool.lend() as executor:
+            owner = executor.submit(threading.get_ident).result()
+
+            async def turn_call() -> int:
+                async with pool.lend_per_call():
+                    return await sync_to_async(threading.get_ident)()
+
+            call = asyncio.ensure_future(turn_call())
+            await asyncio.sleep(0.05)
+            assert not call.done(), "the call ran past the limit"
+        assert await call == owner
+        assert await _all_given_back(pool)
+        assert pool.created == 1
     finally:
         pool.close()

@@ -5,6 +5,7 @@ from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core.management import call_command
 from django.core.management.base import BaseCommand
+from django.db import connections
 
 from attachments.services import start_cleanup_schedule
 from chat.services import recover_interrupted_messages
@@ -42,6 +43,9 @@ class Command(BaseCommand):
         # Attachments unused past their retention are removed on a schedule (cron not needed).
         start_cleanup_schedule(settings.ATTACHMENTS_CLEANUP_INTERVAL_SECONDS)
         self.stdout.write(f"Serving on http://{host}:{port}/")
+        # The start-up work's connection is not kept for the life of the process: requests and
+        # turns use the pooled threads' connections (config/threads.py).
+        connections.close_all()
 
         import uvicorn
 
