@@ -290,6 +290,13 @@ def _reference_of(part: dict[str, Any]) -> str | None:
     return None
 
 
+def references_an_attachment(content: Any) -> bool:
+    """Whether a chat request's message content points at one of our attachments."""
+    return isinstance(content, list) and any(
+        isinstance(part, dict) and _reference_of(part) is not None for part in content
+    )
+
+
 def resolve_content_parts(user, parts: list[Any]) -> list[Any]:
     """Turn the attachment references of a chat request into stored `attachment` parts.
 

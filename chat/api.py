@@ -11,9 +11,10 @@ from django.http import Http404, StreamingHttpResponse
 from ninja import Router, Schema, Status
 from pydantic import ConfigDict, Field
 
-from chat import openrouter, services
+from chat import openrouter, orchestrator, services
 from chat.models import Message
 from chat.turns import END, Event, Turn
+from config.threads import detached_task
 
 router = Router(tags=["chat"])
 
@@ -108,6 +109,41 @@ async def relay_turn(turn: Turn, queue: asyncio.Queue[Event]) -> AsyncIterator[b
     yield _DONE
 
 
+async def _start_turn(user, turn_input: services.TurnInput) -> Turn:
+    """Check, store and start a turn. When its prompt needs nothing it stores (most turns), the
+    first request to the model goes out before the turn's messages are stored, and the two
+    overlap: the model's first token does not wait for the database writes."""
+    head = None
+    if services.can_plan(turn_input):
+        planned = await sync_to_async(services.plan_turn)(user, turn_input)
+        head = await orchestrator.head_start(user.pk, planned)
+        store = asyncio.ensure_future(
+            sync_to_async(services.store_planned_turn)(user, turn_input, planned)
+        )
+    else:
+        store = asyncio.ensure_future(sync_to_async(services.prepare_turn)(user, turn_input))
+    try:
+        # Shielded: a client that goes away meanwhile does not interrupt the write.
+        prepared = await asyncio.shield(store)
+    except BaseException:
+        if head is not None:
+            await head.abandon()
+        if not store.done():
+            detached_task(_forget_unstarted(store), name="forget-unstarted-turn")
+        raise
+    return services.start_turn(prepared, head)
+
+
+async def _forget_unstarted(store: "asyncio.Future[services.PreparedTurn]") -> None:
+    """The request went away while its turn was being stored: once stored, the turn that will
+    never run must not stay `streaming` (that would refuse the conversation's next turns)."""
+    try:
+        prepared = await store
+    except Exception:
+        return  # nothing was stored
+    await sync_to_async(services.mark_unstarted)(prepared)
+
+
 def _passthrough_params(request) -> dict[str, Any]:
     """OpenRouter parameters of the body (ninja validates declared fields only)."""
     raw = json.loads(request.body)
@@ -136,8 +172,7 @@ async def chat_stream(request, body: ChatStreamIn):
         client_assistant_message_id=metadata.client_assistant_message_id or "",
         client_parent_message_id=metadata.client_parent_message_id or "",
     )
-    prepared = await sync_to_async(services.prepare_turn)(request.auth, turn_input)
-    turn = services.start_turn(prepared)
+    turn = await _start_turn(request.auth, turn_input)
     # Subscribe before the task first runs, so no event is missed.
     queue = turn.subscribe()
     return StreamingHttpResponse(

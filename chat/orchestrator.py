@@ -14,6 +14,7 @@ import functools
 import logging
 import time
 from collections.abc import AsyncGenerator, AsyncIterator
+from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
@@ -24,7 +25,7 @@ from django.utils import timezone
 from chat import openrouter
 from chat.models import Conversation, Message
 from chat.rendering import render_markdown
-from chat.services import PreparedTurn, build_prompt, message_metadata
+from chat.services import PlannedTurn, PreparedTurn, build_prompt, message_metadata
 from chat.turns import Event, Turn
 from integrations import toolloop
 
@@ -245,6 +246,57 @@ async def _answer(
             yield item
 
 
+def request_body(
+    params: dict[str, Any],
+    model: str,
+    prompt: list[dict[str, Any]],
+    entries: list[toolloop.ToolEntry],
+) -> dict[str, Any]:
+    """A streamed chat completion request: the turn's parameters, its prompt and its tools."""
+    body = {
+        **params,
+        "model": model,
+        "messages": prompt,
+        "stream": True,
+        "usage": {"include": True},
+    }
+    if entries:
+        body["tools"] = [entry.openai_schema() for entry in entries]
+    else:
+        body.pop("tools", None)
+        body.pop("tool_choice", None)
+    return body
+
+
+@dataclass
+class HeadStart:
+    """A turn's first request, sent before the turn was stored (planned turns, chat.api): the
+    tools it offers, their notices, and its stream, the first chunk already asked for."""
+
+    entries: list[toolloop.ToolEntry]
+    notices: list[Event]
+    stream: AsyncGenerator[tuple[str, dict[str, Any]]]
+    first: "asyncio.Future[Any]"
+
+    async def abandon(self) -> None:
+        """The turn will not run: close its request."""
+        self.first.cancel()
+        with contextlib.suppress(BaseException):
+            await self.first
+        await self.stream.aclose()
+
+
+async def head_start(user_id: int, planned: PlannedTurn) -> HeadStart:
+    """Send a planned turn's first request now (run_turn reads its answer once it is stored)."""
+    entries, notices = await toolloop.tools_for_turn(
+        user_id, planned.user_text, planned.tool_configs, planned.planning
+    )
+    stream = openrouter.stream_chat(
+        request_body(planned.params, planned.model, planned.prompt, entries)
+    )
+    return HeadStart(entries, notices, stream, asyncio.ensure_future(anext(stream)))
+
+
 def _keep_final(turn: Turn, prepared: PreparedTurn, answer: Message, rounds: int) -> None:
     """A turn of one question and one answer is all in memory at its end: keep it for the
     pages' last frame (a turn with tool rounds is read back instead)."""
@@ -253,13 +305,18 @@ def _keep_final(turn: Turn, prepared: PreparedTurn, answer: Message, rounds: int
         turn.final_messages = [question, answer]
 
 
-async def run_turn(prepared: PreparedTurn, turn: Turn) -> AsyncIterator[Event]:
+async def run_turn(
+    prepared: PreparedTurn, turn: Turn, head: HeadStart | None = None
+) -> AsyncIterator[Event]:
     """The body of one turn, yielding its events (see contract/api.md).
 
     A turn is one or more model rounds: while the model asks for tools, the calls run
     (toolloop.run_calls), their results are stored as `tool` messages answering the assistant
     message that asked, and the model is called again, up to MCP_MAX_ROUNDS rounds and
     MCP_MAX_CONSECUTIVE_FAILURES failed calls in a row, after which a stored message says so.
+
+    `head`: the first round's request, already sent (and its tools chosen) while the turn was
+    being stored.
     """
     current = prepared.assistant
     turn.assistant_message_id = current.pk
@@ -269,9 +326,12 @@ async def run_turn(prepared: PreparedTurn, turn: Turn) -> AsyncIterator[Event]:
     for notice in getattr(prepared, "notices", ()):
         yield Event("notice", notice)
     user_id = prepared.conversation.user_id
-    entries, notices = await toolloop.tools_for_turn(
-        user_id, _latest_user_text(prepared), prepared.tool_configs, prepared.planning
-    )
+    if head is not None:
+        entries, notices = head.entries, head.notices
+    else:
+        entries, notices = await toolloop.tools_for_turn(
+            user_id, _latest_user_text(prepared), prepared.tool_configs, prepared.planning
+        )
     for event in notices:
         yield event
     offer_tools = bool(entries)
@@ -290,20 +350,15 @@ async def run_turn(prepared: PreparedTurn, turn: Turn) -> AsyncIterator[Event]:
         if prompt is None:
             prompt = await _db(build_prompt, prepared.conversation, current)
         sent = prompt
-        body = {
-            **prepared.params,
-            "model": prepared.model,
-            "messages": prompt,
-            "stream": True,
-            "usage": {"include": True},
-        }
-        if offer_tools:
-            body["tools"] = [entry.openai_schema() for entry in entries]
-        else:
-            body.pop("tools", None)
-            body.pop("tool_choice", None)
-        stream = openrouter.stream_chat(body)
         first: asyncio.Future[Any] | None = None
+        if head is not None:
+            stream, first, head = head.stream, head.first, None
+        else:
+            stream = openrouter.stream_chat(
+                request_body(
+                    prepared.params, prepared.model, prompt, entries if offer_tools else []
+                )
+            )
         if storing is not None and storing.deferred is not None:
             # The request goes out now; the answer is read once the result is stored and the
             # next round's message exists.

@@ -208,36 +208,167 @@ def prepare_turn(user, request: TurnInput) -> PreparedTurn:
     return prepared
 
 
-@transaction.atomic
-def _store_turn(user, request: TurnInput) -> tuple[PreparedTurn, TurnSettings, list[Message]]:
+# A turn planned before it is stored (the API): its first request goes out while the database
+# stores its messages, since the prompt needs only what is already stored plus the new messages.
+
+
+def can_plan(request: TurnInput) -> bool:
+    """Whether the turn's first prompt can be built before its messages are stored: not a
+    retry (which replaces stored messages), and no attachment references (stored as parts)."""
+    if request.retry_of is not None:
+        return False
+    return not any(
+        attachments.references_an_attachment(m.get("content"))
+        for m in request.messages
+        if m.get("role") != "assistant"
+    )
+
+
+@dataclass
+class PlannedTurn:
+    """What plan_turn read and decided: enough to send the first request, nothing stored."""
+
+    decided: "_Decided"
+    model: str
+    params: dict[str, Any]
+    prompt: list[dict[str, Any]]
+    planning: bool
+    tool_configs: list[Any]
+    user_text: str
+
+
+def plan_turn(user, request: TurnInput) -> PlannedTurn:
+    """Read what the turn needs to start, and check it may (404, duplicate, turn in progress),
+    storing nothing: the first request can go out before store_planned_turn runs."""
+    from integrations.registry import load_configs
+
+    decided = _decide(user, request)
+    new = [_unsaved_message(item) for item in decided.new]
+    history: list[Message] = []
+    if decided.conversation is not None:
+        history = _stored_history(decided.conversation)
+    upto = Message(role=Message.Role.ASSISTANT, model=decided.model)
+    prompt = build_prompt(
+        decided.conversation or Conversation(user=user),
+        upto,
+        system_prompt_for(user, decided.saved),
+        history=[*history, *new],
+    )
+    last_user = next((m for m in reversed(new) if m.role == Message.Role.USER), None)
+    return PlannedTurn(
+        decided=decided,
+        model=decided.model,
+        params=_turn_params(decided.saved, request),
+        prompt=prompt,
+        planning=decided.saved.planning_enabled,
+        tool_configs=load_configs(),
+        user_text=last_user.content if last_user is not None else "",
+    )
+
+
+def store_planned_turn(user, request: TurnInput, planned: PlannedTurn) -> PreparedTurn:
+    """Store a planned turn, checking again in the write transaction that it may run (another
+    request may have stored the same message, or started a turn, since it was planned)."""
+    with transaction.atomic():
+        decided = _decide(user, request, planned.decided.saved)
+        prepared, _ = _write_turn(user, request, decided)
+    prepared.prompt = planned.prompt
+    prepared.planning = planned.planning
+    prepared.tool_configs = planned.tool_configs
+    return prepared
+
+
+def mark_unstarted(prepared: PreparedTurn) -> None:
+    """A stored turn whose task never started (its request went away): its answer is not
+    left `streaming`, which would refuse every later turn of the conversation."""
+    Message.objects.filter(pk=prepared.assistant.pk, status=Message.Status.STREAMING).update(
+        status=Message.Status.CANCELLED, updated_at=timezone.now()
+    )
+
+
+def _unsaved_message(item: dict[str, Any]) -> Message:
+    content = item.get("content")
+    return Message(
+        role=item["role"],
+        content=_text_of(content),
+        content_parts=content if isinstance(content, list) else None,
+        tool_call_id=item.get("tool_call_id") or "",
+    )
+
+
+def _stored_history(conversation: Conversation, before: int | None = None) -> list[Message]:
+    """The conversation's last CHAT_HISTORY_LIMIT messages (before message `before`), oldest
+    first, as prompts use them."""
+    messages = conversation.messages.all()
+    if before is not None:
+        messages = messages.filter(pk__lt=before)
+    # What a prompt is made of: not the rendered HTML, reasoning or statistics.
+    history = list(messages.only(*_PROMPT_FIELDS).order_by("-pk")[: settings.CHAT_HISTORY_LIMIT])
+    history.reverse()
+    return history
+
+
+@dataclass
+class _Decided:
+    """What a turn request resolves to before anything is stored."""
+
+    saved: TurnSettings
+    new: list[dict[str, Any]]  # the request's messages that are stored (not the assistant's)
+    conversation: Conversation | None  # None: the turn starts a new conversation
+    model: str
+
+
+def _decide(user, request: TurnInput, saved: TurnSettings | None = None) -> _Decided:
+    """Resolve the conversation, model and settings of a turn request, and refuse it (404,
+    DuplicateMessage, TurnInProgress) when it must not run. Reads only."""
     # The user's saved settings (presets app) apply unless the request body overrides them.
-    saved = turn_settings_for(user)
+    if saved is None:
+        saved = turn_settings_for(user)
     new = [m for m in request.messages if m.get("role") != "assistant"]
-    created = False
     conversation = None
     if request.session_id:
         conversation = _conversation_for_turn(request)
         if conversation is not None and conversation.user_id != user.pk:
             raise Http404("Conversation not found")
     if conversation is None:
-        # A new conversation is stored with its title and model in the same statement.
         model = request.model or saved.model or settings.OPENROUTER_DEFAULT_MODEL
+        return _Decided(saved, new, None, model)
+    # Read with the conversation (see _conversation_for_turn).
+    if conversation.resent:  # type: ignore[attr-defined]
+        # The same message sent twice (a double click, a resend after reconnecting), also
+        # while its turn is still running: it is not a second turn.
+        raise DuplicateMessage(request.client_parent_message_id)
+    if turns.is_running(conversation.pk) or conversation.streaming:  # type: ignore[attr-defined]
+        raise turns.TurnInProgress(conversation.pk)
+    model = request.model or saved.model or conversation.model or settings.OPENROUTER_DEFAULT_MODEL
+    return _Decided(saved, new, conversation, model)
+
+
+def _turn_params(saved: TurnSettings, request: TurnInput) -> dict[str, Any]:
+    return {
+        **saved.params,
+        **{k: v for k, v in request.params.items() if k not in _OWN_KEYS},
+    }
+
+
+@transaction.atomic
+def _store_turn(user, request: TurnInput) -> tuple[PreparedTurn, TurnSettings, list[Message]]:
+    decided = _decide(user, request)
+    prepared, stored = _write_turn(user, request, decided)
+    return prepared, decided.saved, stored
+
+
+def _write_turn(user, request: TurnInput, decided: _Decided) -> tuple[PreparedTurn, list[Message]]:
+    """Store a decided turn: its conversation when new, its messages, its `streaming` answer."""
+    new, model = decided.new, decided.model
+    conversation = decided.conversation
+    created = conversation is None
+    if conversation is None:
+        # A new conversation is stored with its title and model in the same statement.
         last_user = next((m for m in reversed(new) if m["role"] == "user"), None)
         title = _title_from(_text_of(last_user.get("content"))) if last_user else ""
         conversation = Conversation.objects.create(
             user=user, title=title, model=model, **_session_id(request.session_id)
-        )
-        created = True
-    else:
-        # Read with the conversation (see _conversation_for_turn).
-        if conversation.resent:  # type: ignore[attr-defined]
-            # The same message sent twice (a double click, a resend after reconnecting), also
-            # while its turn is still running: it is not a second turn.
-            raise DuplicateMessage(request.client_parent_message_id)
-        if turns.is_running(conversation.pk) or conversation.streaming:  # type: ignore[attr-defined]
-            raise turns.TurnInProgress(conversation.pk)
-        model = (
-            request.model or saved.model or conversation.model or settings.OPENROUTER_DEFAULT_MODEL
         )
     parent = None
     user_message = None
@@ -282,14 +413,11 @@ def _store_turn(user, request: TurnInput) -> tuple[PreparedTurn, TurnSettings, l
         conversation.model = model
         # Only the fields changed here: a title generated meanwhile must not be overwritten.
         conversation.save(update_fields=fields)
-    params = {
-        **saved.params,
-        **{k: v for k, v in request.params.items() if k not in _OWN_KEYS},
-    }
+    params = _turn_params(decided.saved, request)
     prepared = PreparedTurn(conversation, created, assistant, user_message, model, params)
     prepared.first_exchange = created or not conversation.asked  # type: ignore[attr-defined]
     prepared.notices.extend(attachments.image_notices(user_message, model))
-    return prepared, saved, stored
+    return prepared, stored
 
 
 def _conversation_for_turn(request: TurnInput) -> Conversation | None:
@@ -357,13 +485,7 @@ def build_prompt(
     system = "\n\n".join(p for p in (system_prompt, time_context()) if p)
     prompt: list[dict[str, Any]] = [{"role": "system", "content": system}]
     if history is None:
-        history = list(
-            conversation.messages.filter(pk__lt=upto.pk)
-            # What a prompt is made of: not the rendered HTML, reasoning or statistics.
-            .only(*_PROMPT_FIELDS)
-            .order_by("-pk")[: settings.CHAT_HISTORY_LIMIT]
-        )
-        history.reverse()
+        history = _stored_history(conversation, before=upto.pk)
     else:
         history = history[-settings.CHAT_HISTORY_LIMIT :]
     answered = {m.tool_call_id for m in history if m.role == Message.Role.TOOL}
@@ -413,11 +535,12 @@ def message_metadata(message: Message) -> dict[str, Any]:
     }
 
 
-def start_turn(prepared: PreparedTurn) -> Turn:
-    """Start the turn as a server-side task keyed by its conversation."""
+def start_turn(prepared: PreparedTurn, head: Any = None) -> Turn:
+    """Start the turn as a server-side task keyed by its conversation (`head`: its first
+    request, sent already; see orchestrator.HeadStart)."""
     from chat.orchestrator import run_turn
 
-    return turns.launch(prepared.conversation.pk, lambda turn: run_turn(prepared, turn))
+    return turns.launch(prepared.conversation.pk, lambda turn: run_turn(prepared, turn, head))
 
 
 def cancel_turn(conversation: Conversation) -> bool:
