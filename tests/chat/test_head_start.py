@@ -39,6 +39,15 @@ def slow_store(monkeypatch, seconds: float, before=None, after=None):
     monkeypatch.setattr(services, "store_planned_turn", slow)
 
 
+def wait_for_requests(fake, count: int) -> None:
+    """In the store's thread: wait until the request sent ahead has reached the fake (the
+    event loop sends it while the store runs; under load it may not have yet)."""
+    deadline = time.monotonic() + 5
+    while len(fake.requests) < count:
+        assert time.monotonic() < deadline, "the request was not sent ahead"
+        time.sleep(0.005)
+
+
 async def test_the_first_request_goes_out_while_the_turn_is_stored(
     aapi, fake_openrouter, monkeypatch
 ):
@@ -96,6 +105,7 @@ async def test_a_resend_found_while_storing_closes_the_request_sent_ahead(
     fake_openrouter.slow_token_delay = 0.05
 
     def the_other_request_stores_it():
+        wait_for_requests(fake_openrouter, 2)
         Message.objects.create(
             conversation=conversation, role="user", content="again", client_message_id="m-7"
         )
@@ -132,7 +142,12 @@ def test_a_client_gone_while_its_turn_is_stored_leaves_no_answer_streaming(
     # Without this, the stored `streaming` answer of a turn that never started refused every
     # later turn of the conversation ("an answer is still running").
     storing = threading.Event()
-    slow_store(monkeypatch, 0.5, before=storing.set)
+
+    def sent_ahead_then_storing():
+        wait_for_requests(fake_openrouter, 1)
+        storing.set()
+
+    slow_store(monkeypatch, 0.5, before=sent_ahead_then_storing)
     fake_openrouter.slow_token_delay = 0.05
     body = {
         "model": "fake/slow",
