@@ -232,18 +232,59 @@ async def _abandon_next_round(pending: toolloop.PendingRound) -> None:
         await asyncio.shield(_db(_cancel_unstarted, pending.next))
 
 
-async def _answer(
-    first: "asyncio.Future[Any] | None", stream: AsyncGenerator[tuple[str, dict[str, Any]]]
-) -> AsyncGenerator[tuple[str, dict[str, Any]]]:
-    """The upstream's chunks, the first one perhaps already requested (`first`)."""
-    async with contextlib.aclosing(stream):
-        if first is not None:
+class ReadAhead:
+    """Reads an upstream stream from now on, before its consumer is ready for it (a request
+    sent while the database stores something): each chunk is read as it arrives, and kept.
+
+    Asking for the first chunk only is not enough: an upstream that drops the connection right
+    after a few chunks would take the unread ones with it (aiohttp raises the connection's
+    error before it returns what it had buffered), and the partial answer would be lost.
+    `answer()` then yields the chunks read so far and goes on with the stream itself."""
+
+    def __init__(self, stream: AsyncGenerator[tuple[str, dict[str, Any]]]) -> None:
+        self.stream = stream
+        self._read: list[tuple[str, dict[str, Any]]] = []
+        self._next: asyncio.Future[Any] | None = None
+        self._taken = asyncio.get_running_loop().create_future()
+        self._task = asyncio.ensure_future(self._read_ahead())
+
+    async def _read_ahead(self) -> None:
+        while True:
+            self._next = asyncio.ensure_future(anext(self.stream))
+            await asyncio.wait({self._next, self._taken}, return_when=asyncio.FIRST_COMPLETED)
+            if self._taken.done():
+                return  # the consumer awaits the chunk in flight itself
             try:
-                yield await first
-            except StopAsyncIteration:
+                self._read.append(self._next.result())
+            except BaseException:  # the end, or the error: the consumer meets it in order
                 return
-        async for item in stream:
-            yield item
+            self._next = None
+
+    async def answer(self) -> AsyncGenerator[tuple[str, dict[str, Any]]]:
+        """The chunks read ahead, then the rest of the stream (closed at the end)."""
+        self._taken.set_result(None)
+        await self._task
+        async with contextlib.aclosing(self.stream):
+            for item in self._read:
+                yield item
+            if self._next is not None:
+                try:
+                    yield await self._next
+                except StopAsyncIteration:
+                    return
+            async for item in self.stream:
+                yield item
+
+    async def abandon(self) -> None:
+        """Nobody will read the answer: stop reading and close the request."""
+        self._task.cancel()
+        if self._next is not None:
+            self._next.cancel()
+        for pending in (self._task, self._next):
+            if pending is not None:
+                with contextlib.suppress(BaseException):
+                    await pending
+        await self.stream.aclose()
 
 
 def request_body(
@@ -271,19 +312,15 @@ def request_body(
 @dataclass
 class HeadStart:
     """A turn's first request, sent before the turn was stored (planned turns, chat.api): the
-    tools it offers, their notices, and its stream, the first chunk already asked for."""
+    tools it offers, their notices, and its answer, read as it arrives."""
 
     entries: list[toolloop.ToolEntry]
     notices: list[Event]
-    stream: AsyncGenerator[tuple[str, dict[str, Any]]]
-    first: "asyncio.Future[Any]"
+    reading: ReadAhead
 
     async def abandon(self) -> None:
         """The turn will not run: close its request."""
-        self.first.cancel()
-        with contextlib.suppress(BaseException):
-            await self.first
-        await self.stream.aclose()
+        await self.reading.abandon()
 
 
 async def head_start(user_id: int, planned: PlannedTurn) -> HeadStart:
@@ -294,7 +331,7 @@ async def head_start(user_id: int, planned: PlannedTurn) -> HeadStart:
     stream = openrouter.stream_chat(
         request_body(planned.params, planned.model, planned.prompt, entries)
     )
-    return HeadStart(entries, notices, stream, asyncio.ensure_future(anext(stream)))
+    return HeadStart(entries, notices, ReadAhead(stream))
 
 
 def _keep_final(turn: Turn, prepared: PreparedTurn, answer: Message, rounds: int) -> None:
@@ -318,6 +355,7 @@ async def run_turn(
     `head`: the first round's request, already sent (and its tools chosen) while the turn was
     being stored.
     """
+    turn.started = True
     current = prepared.assistant
     turn.assistant_message_id = current.pk
     if prepared.created:
@@ -350,9 +388,9 @@ async def run_turn(
         if prompt is None:
             prompt = await _db(build_prompt, prepared.conversation, current)
         sent = prompt
-        first: asyncio.Future[Any] | None = None
+        reading: ReadAhead | None = None
         if head is not None:
-            stream, first, head = head.stream, head.first, None
+            reading, head = head.reading, None
         else:
             stream = openrouter.stream_chat(
                 request_body(
@@ -364,22 +402,19 @@ async def run_turn(
             # next round's message exists.
             previous, waiting = storing, storing.deferred
             storing = None
-            first = asyncio.ensure_future(anext(stream))
+            reading = ReadAhead(stream)
             try:
                 stored_result = await asyncio.shield(waiting.task)
             except BaseException:
-                first.cancel()
-                with contextlib.suppress(BaseException):
-                    await first
-                await stream.aclose()
+                await reading.abandon()
                 await _abandon_next_round(previous)
                 raise
             yield waiting.event(stored_result)
             current = previous.next
             turn.assistant_message_id = current.pk
         try:
-            # The stream itself, unless its first chunk was already requested.
-            answer = stream if first is None else _answer(first, stream)
+            # The stream itself, unless it was read ahead.
+            answer = stream if reading is None else reading.answer()
             async with contextlib.aclosing(answer):  # closed here, not by the collector
                 async for raw, chunk in answer:
                     acc.add(chunk)

@@ -538,9 +538,23 @@ def message_metadata(message: Message) -> dict[str, Any]:
 def start_turn(prepared: PreparedTurn, head: Any = None) -> Turn:
     """Start the turn as a server-side task keyed by its conversation (`head`: its first
     request, sent already; see orchestrator.HeadStart)."""
+    from asgiref.sync import sync_to_async
+
     from chat.orchestrator import run_turn
 
-    return turns.launch(prepared.conversation.pk, lambda turn: run_turn(prepared, turn, head))
+    async def if_never_run(turn: Turn) -> None:
+        # A turn stopped before its first step (Stop at once, its client gone) never read the
+        # request sent ahead nor finalised its answer: close the one, and do not leave the
+        # other `streaming` (that would refuse the conversation's next turns).
+        if turn.started:
+            return
+        if head is not None:
+            await head.abandon()
+        await sync_to_async(mark_unstarted)(prepared)
+
+    return turns.launch(
+        prepared.conversation.pk, lambda turn: run_turn(prepared, turn, head), if_never_run
+    )
 
 
 def cancel_turn(conversation: Conversation) -> bool:

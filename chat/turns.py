@@ -43,6 +43,12 @@ class Turn:
     # question and its one answer, no tool round): the pages' last frame is drawn from them
     # instead of being read back. None: read the turn from the database.
     final_messages: list[Any] | None = None
+    # Set by the turn's body (run_turn) as it starts: a turn stopped before then never ran.
+    started: bool = False
+    # The task has begun relaying; a Stop before then is kept for it to find (cancelling a
+    # task before its first step would skip its clean-up: it would stay registered as running).
+    relaying: bool = False
+    stop_requested: bool = False
 
     @property
     def content(self) -> str:
@@ -68,8 +74,12 @@ class Turn:
             queue.put_nowait(event)
 
     def cancel(self) -> None:
-        if self.task is not None and not self.task.done():
+        if self.task is None or self.task.done():
+            return
+        if self.relaying:
             self.task.cancel()
+        else:
+            self.stop_requested = True
 
 
 _turns: dict[int, Turn] = {}
@@ -106,9 +116,11 @@ def launch(
             await relay()
 
     async def relay() -> None:
+        turn.relaying = True
         try:
-            async for event in run(turn):
-                turn.publish(event)
+            if not turn.stop_requested:
+                async for event in run(turn):
+                    turn.publish(event)
         except asyncio.CancelledError:
             pass
         except Exception:

@@ -195,3 +195,48 @@ def test_a_client_gone_while_its_turn_is_stored_leaves_no_answer_streaming(
         ("cancelled", ""),
         ("complete", "Echo: again done."),
     ]
+
+
+async def test_chunks_that_arrive_before_a_drop_during_the_store_are_kept(
+    aapi, fake_openrouter, monkeypatch
+):
+    # The upstream sends a first token and drops the connection while the turn is still being
+    # stored: what arrived is read as it arrives, so the partial answer is not lost with the
+    # connection (aiohttp raises a dropped connection's error before what it had buffered).
+    fake_openrouter.token_delay = 0.05  # the first token 50 ms in, the drop 50 ms later
+    slow_store(monkeypatch, 0.5, before=lambda: wait_for_requests(fake_openrouter, 1))
+    events, _ = await read_stream(await post_stream(aapi, model="fake/drop"))
+
+    assert content_of(events).startswith("Echo: ")
+    assert "dropped mid-stream" in content_of(events)
+    answer = await Message.objects.aget(role="assistant")
+    assert answer.status == Message.Status.ERROR
+    assert answer.content == "Echo: "
+
+
+async def test_a_turn_stopped_before_it_runs_is_cleaned_up(user, fake_openrouter):
+    """Stop in the same moment the turn starts: it never runs, yet it leaves no running turn,
+    no `streaming` answer and no open request behind."""
+    import asyncio
+
+    from chat import orchestrator, turns
+
+    fake_openrouter.slow_token_delay = 0.05
+    turn_input = services.TurnInput(messages=[{"role": "user", "content": "hi"}], model="fake/slow")
+    planned = await sync_to_async(services.plan_turn)(user, turn_input)
+    head = await orchestrator.head_start(user.pk, planned)
+    prepared = await sync_to_async(services.store_planned_turn)(user, turn_input, planned)
+    await asyncio.to_thread(wait_for_requests, fake_openrouter, 1)
+    turn = services.start_turn(prepared, head)
+    turn.cancel()  # before the turn's task has taken a step
+    await asyncio.wait_for(turn.done.wait(), 5)
+
+    assert not turns.is_running(prepared.conversation.pk)
+    assert turn.started is False
+    assert await asyncio.to_thread(fake_openrouter.wait_closed_streams, 1, 5)
+    for _ in range(100):
+        answer = await Message.objects.aget(pk=prepared.assistant.pk)
+        if answer.status != Message.Status.STREAMING:
+            break
+        await asyncio.sleep(0.02)
+    assert answer.status == Message.Status.CANCELLED
