@@ -165,3 +165,44 @@ def test_delete_message_removes_it_and_its_replies_and_redraws_the_turn(staff_cl
     assert response.content == b""
     assert not Message.objects.exists()
     assert staff_client.post(url).status_code == 404
+
+
+def test_message_ids_in_the_page_are_plain_numbers_whatever_the_number_format(
+    staff_client, user, settings
+):
+    # Live frames address messages as `msg-<id>` (formatted in Python); the page must use the
+    # same ids even where a deployment turns on thousand separators.
+    settings.USE_THOUSAND_SEPARATOR = True
+    conversation = Conversation.objects.create(user=user, title="Big ids")
+    question = Message.objects.create(pk=12345, conversation=conversation, role="user", content="q")
+    Message.objects.create(
+        pk=12346,
+        conversation=conversation,
+        role="assistant",
+        parent=question,
+        content="a",
+        html="<p>a</p>",
+        usage={"total_tokens": 4321},
+    )
+    html = staff_client.get(f"/c/{conversation.session_id}/").content.decode()
+    assert 'id="turn-12345"' in html
+    assert 'id="msg-12346"' in html and 'data-message-id="12346"' in html
+    assert 'id="msg-12346-body"' in html
+    assert "12,34" not in html
+
+
+def test_the_older_messages_link_carries_a_plain_id_whatever_the_number_format(
+    staff_client, user, settings
+):
+    settings.USE_THOUSAND_SEPARATOR = True
+    conversation = Conversation.objects.create(user=user, title="Long")
+    Message.objects.bulk_create(
+        Message(pk=20000 + i, conversation=conversation, role="user", content=f"q{i}")
+        for i in range(60)
+    )
+    html = staff_client.get(f"/c/{conversation.session_id}/").content.decode()
+    oldest_shown = 20000 + 60 - 50
+    assert f"?before={oldest_shown}" in html
+    older = staff_client.get(f"/c/{conversation.session_id}/older?before={oldest_shown}")
+    assert older.status_code == 200
+    assert 'id="msg-20000"' in older.content.decode()
