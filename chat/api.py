@@ -110,9 +110,9 @@ async def relay_turn(turn: Turn, queue: asyncio.Queue[Event]) -> AsyncIterator[b
 
 
 async def _start_turn(user, turn_input: services.TurnInput) -> Turn:
-    """Check, store and start a turn. When its prompt needs nothing it stores (most turns), the
-    first request to the model goes out before the turn's messages are stored, and the two
-    overlap: the model's first token does not wait for the database writes."""
+    """Check, store and start a turn. When its first prompt needs nothing the turn stores (most
+    turns: no retry, no attachment), the first request to the model goes out before the turn's
+    messages are stored, and the two overlap: the first token does not wait for the writes."""
     head = None
     if services.can_plan(turn_input):
         planned = await sync_to_async(services.plan_turn)(user, turn_input)
