@@ -229,12 +229,15 @@ class PlannedTurn:
     """What plan_turn read and decided: enough to send the first request, nothing stored."""
 
     decided: "_Decided"
-    model: str
     params: dict[str, Any]
     prompt: list[dict[str, Any]]
     planning: bool
     tool_configs: list[Any]
     user_text: str
+
+    @property
+    def model(self) -> str:
+        return self.decided.model
 
 
 def plan_turn(user, request: TurnInput) -> PlannedTurn:
@@ -257,7 +260,6 @@ def plan_turn(user, request: TurnInput) -> PlannedTurn:
     last_user = next((m for m in reversed(new) if m.role == Message.Role.USER), None)
     return PlannedTurn(
         decided=decided,
-        model=decided.model,
         params=_turn_params(decided.saved, request),
         prompt=prompt,
         planning=decided.saved.planning_enabled,

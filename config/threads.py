@@ -149,8 +149,8 @@ class ExecutorPool:
             self.give(executor, tidy=tidy)
 
     def lend_per_call(self) -> ThreadSensitiveContext:
-        """Run the block's thread-sensitive calls each in a thread borrowed for that call alone
-        (`async with pool.lend_per_call(): ...`)."""
+        """Run the block's thread-sensitive calls in order, in a thread borrowed only while they
+        wait or run (`async with pool.lend_per_call(): ...`; see LendingExecutor)."""
         return ThreadSensitiveContext(executor=LendingExecutor(self))
 
     def close(self) -> None:
@@ -181,7 +181,6 @@ class LendingExecutor(Executor):
         self._lock = threading.Lock()
         self._calls: collections.deque[tuple[Future, Any, tuple, dict]] = collections.deque()
         self._borrowing = False  # a thread is borrowed, or asked for
-        self._borrowed: ThreadPoolExecutor | None = None
 
     def submit(self, fn, /, *args, **kwargs) -> Future:
         future: Future = Future()
@@ -196,16 +195,13 @@ class LendingExecutor(Executor):
         return future
 
     def _start(self, executor: ThreadPoolExecutor) -> None:
-        with self._lock:
-            self._borrowed = executor
-        executor.submit(self._run_calls)
+        executor.submit(self._run_calls, executor)
 
-    def _run_calls(self) -> None:
+    def _run_calls(self, executor: ThreadPoolExecutor) -> None:
         """In the borrowed thread: run the waiting calls, then give the thread back."""
         while True:
             with self._lock:
                 if not self._calls:
-                    executor, self._borrowed = self._borrowed, None
                     self._borrowing = False
                     break
                 future, fn, args, kwargs = self._calls.popleft()
@@ -217,7 +213,6 @@ class LendingExecutor(Executor):
                 future.set_exception(exc)
             else:
                 future.set_result(result)
-        assert executor is not None
         self._pool.give(executor, tidy=True)
 
 
