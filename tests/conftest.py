@@ -88,6 +88,17 @@ def fake_openrouter_server():
 
 
 @pytest.fixture
+def app_server():
+    """The product's ASGI application served by uvicorn (uvloop, httptools) on a free port."""
+    from config.asgi import application
+    from tests.servers import ThreadedServer
+
+    server = ThreadedServer(application, loop="uvloop", http="httptools").start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
 def fake_openrouter(fake_openrouter_server, settings):
     """The fake OpenRouter, reset, with the app pointed at it."""
     fake_openrouter_server.reset()

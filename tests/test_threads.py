@@ -11,7 +11,6 @@ from django.db import connection
 
 from chat.models import Message
 from config.threads import ExecutorPool, LendingExecutor, detached_task
-from tests.servers import ThreadedServer
 
 
 async def _all_given_back(pool: ExecutorPool) -> bool:
@@ -26,15 +25,6 @@ async def _all_given_back(pool: ExecutorPool) -> bool:
 def _thread_and_connection() -> tuple[int, object]:
     connection.ensure_connection()
     return threading.get_ident(), connection.connection
-
-
-@pytest.fixture
-def app_server():
-    from config.asgi import application
-
-    server = ThreadedServer(application, loop="uvloop", http="httptools").start()
-    yield server
-    server.stop()
 
 
 @pytest.mark.django_db(transaction=True)

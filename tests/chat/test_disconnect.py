@@ -6,18 +6,8 @@ import httpx
 import pytest
 
 from chat.models import Message
-from tests.servers import ThreadedServer
 
 pytestmark = pytest.mark.django_db(transaction=True)
-
-
-@pytest.fixture
-def app_server():
-    from config.asgi import application
-
-    server = ThreadedServer(application, loop="uvloop", http="httptools").start()
-    yield server
-    server.stop()
 
 
 def test_client_disconnect_cancels_the_upstream_and_stores_the_partial_answer(

@@ -11,7 +11,6 @@ from asgiref.sync import sync_to_async
 
 from chat import services
 from chat.models import Conversation, Message
-from tests.servers import ThreadedServer
 from tests.sse import content_of, read_stream
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -125,15 +124,6 @@ async def test_a_resend_found_while_storing_closes_the_request_sent_ahead(
     assert fake_openrouter.wait_closed_streams(1, timeout=5), "the request sent ahead is open"
     assert await conversation.messages.filter(content="again").acount() == 1
     assert not await Message.objects.filter(status="streaming").aexists()
-
-
-@pytest.fixture
-def app_server():
-    from config.asgi import application
-
-    server = ThreadedServer(application, loop="uvloop", http="httptools").start()
-    yield server
-    server.stop()
 
 
 def test_a_client_gone_while_its_turn_is_stored_leaves_no_answer_streaming(
