@@ -10,11 +10,10 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
 django.setup(set_prefix=False)
 
 from channels.routing import ProtocolTypeRouter  # noqa: E402
-from django.contrib.staticfiles.handlers import ASGIStaticFilesHandler  # noqa: E402
 
 from attachments.uploads import UploadSizeGuard  # noqa: E402
 from config.routing import websocket_application  # noqa: E402
-from config.threads import PooledASGIHandler  # noqa: E402
+from config.threads import PooledASGIHandler, PooledStaticFilesHandler  # noqa: E402
 
 # Django's handler (what get_asgi_application returns), with threads reused across requests.
 django_asgi_app = PooledASGIHandler()
@@ -27,7 +26,7 @@ application = ProtocolTypeRouter(
     {
         # The product is one process by default: serve /static/ from the app's own files.
         # Oversized uploads are refused while their body arrives, before Django buffers it.
-        "http": UploadSizeGuard(ASGIStaticFilesHandler(django_asgi_app)),
+        "http": UploadSizeGuard(PooledStaticFilesHandler(django_asgi_app)),
         "websocket": websocket_application,
     }
 )

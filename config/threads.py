@@ -34,8 +34,9 @@ from collections.abc import AsyncIterator, Callable, Coroutine
 from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from typing import Any
 
-from asgiref.sync import ThreadSensitiveContext
+from asgiref.sync import SyncToAsync, ThreadSensitiveContext
 from django.conf import settings
+from django.contrib.staticfiles.handlers import ASGIStaticFilesHandler
 from django.core.handlers.asgi import ASGIHandler
 from django.db import close_old_connections, connections
 
@@ -235,7 +236,20 @@ class PooledASGIHandler(ASGIHandler):
     The thread is borrowed while Django makes the response and given back (tidy: what
     request_finished does for the thread's connections) before a streamed body goes out, so
     an open stream holds no thread. Django's request_started and request_finished signals run
-    outside it, in asgiref's process-wide thread, which holds no request's connection."""
+    outside it, in asgiref's process-wide thread, which holds no request's connection.
+
+    Django enters a `ThreadSensitiveContext()` per request, and asgiref gives such a context
+    a new thread for its first synchronous call (here: the request_started signal) and, on
+    exit, starts another to join it: two threads started per request. The context here is
+    given the process-wide thread instead."""
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            raise ValueError(
+                f"Django can only handle ASGI/HTTP connections, not {scope['type']}."
+            )
+        async with ThreadSensitiveContext(executor=SyncToAsync.single_thread_executor):
+            await self.handle(scope, receive, send)
 
     async def run_get_response(self, request):
         async with pool.lend(tidy=True):
@@ -248,3 +262,10 @@ class PooledASGIHandler(ASGIHandler):
             async with pool.lend():
                 return await super().send_response(response, send)
         return await super().send_response(response, send)
+
+
+class PooledStaticFilesHandler(ASGIStaticFilesHandler, PooledASGIHandler):
+    """Django's static files handler (`/static/` served by the app itself) on the same
+    threads: its own requests go through `PooledASGIHandler`'s entry point, the rest to the
+    application it wraps."""
+

@@ -60,6 +60,31 @@ def test_requests_reuse_threads_and_their_database_connections(app_server, token
 
 
 @pytest.mark.django_db(transaction=True)
+def test_requests_start_no_threads(app_server, token, monkeypatch):
+    """Django's request_started/request_finished hops run in a standing thread too: asgiref
+    would otherwise make a thread per request for them and another to join it."""
+    started: list[str] = []
+    start = threading.Thread.start
+
+    def counting_start(thread: threading.Thread) -> None:
+        started.append(thread.name)
+        start(thread)
+
+    with httpx.Client(base_url=app_server.url, timeout=10) as client:
+        headers = {"Authorization": f"Bearer {token}"}
+        assert client.get("/api/chat/generation/gen-unknown", headers=headers).status_code == 404
+        assert client.get("/static/js/chat.js").status_code == 200
+        monkeypatch.setattr(threading.Thread, "start", counting_start)
+        for _ in range(5):
+            response = client.get("/api/chat/generation/gen-unknown", headers=headers)
+            assert response.status_code == 404
+            assert client.get("/health").status_code == 200
+            assert client.get("/static/js/chat.js").status_code == 200
+
+    assert started == []
+
+
+@pytest.mark.django_db(transaction=True)
 def test_an_open_answer_stream_holds_no_thread(app_server, fake_openrouter, token, settings):
     """Neither the streaming response nor its turn keeps a thread (and with it a database
     connection) while tokens flow: 50 streams once held 100 PostgreSQL connections."""
