@@ -245,9 +245,7 @@ class PooledASGIHandler(ASGIHandler):
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
-            raise ValueError(
-                f"Django can only handle ASGI/HTTP connections, not {scope['type']}."
-            )
+            raise ValueError(f"Django can only handle ASGI/HTTP connections, not {scope['type']}.")
         async with ThreadSensitiveContext(executor=SyncToAsync.single_thread_executor):
             await self.handle(scope, receive, send)
 
@@ -264,8 +262,7 @@ class PooledASGIHandler(ASGIHandler):
         return await super().send_response(response, send)
 
 
-class PooledStaticFilesHandler(ASGIStaticFilesHandler, PooledASGIHandler):
+class PooledStaticFilesHandler(ASGIStaticFilesHandler, PooledASGIHandler):  # type: ignore[misc]
     """Django's static files handler (`/static/` served by the app itself) on the same
     threads: its own requests go through `PooledASGIHandler`'s entry point, the rest to the
     application it wraps."""
-
