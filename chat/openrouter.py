@@ -12,6 +12,7 @@ from collections.abc import AsyncGenerator
 from typing import Any
 
 import httpx2
+import orjson
 from django.conf import settings
 
 from integrations.http import async_client
@@ -146,6 +147,16 @@ async def _drain(lines: AsyncGenerator[str]) -> None:
         pass
 
 
+def _parse_chunk(data: str) -> Any:
+    """A chunk's JSON. orjson parses one in a third of the time of the standard library; what it
+    refuses and the standard library takes (a lone UTF-16 surrogate escape, NaN) is parsed as
+    before, so only JSON neither accepts is malformed."""
+    try:
+        return orjson.loads(data)
+    except orjson.JSONDecodeError:
+        return json.loads(data)
+
+
 async def stream_chat(body: dict[str, Any]) -> AsyncGenerator[tuple[str, dict[str, Any]]]:
     """Stream a chat completion, yielding (raw data line, parsed chunk) per upstream chunk.
 
@@ -171,7 +182,7 @@ async def stream_chat(body: dict[str, Any]) -> AsyncGenerator[tuple[str, dict[st
                         await _drain(lines)
                         return
                     try:
-                        chunk = json.loads(data)
+                        chunk = _parse_chunk(data)
                     except ValueError:
                         raise UpstreamError("The model API sent a malformed chunk") from None
                     if not isinstance(chunk, dict):

@@ -48,3 +48,23 @@ async def test_the_stream_is_read_plain_or_compressed(settings, encoding):
     async with server:
         received = [chunk async for _, chunk in openrouter.stream_chat({"model": "m"})]
     assert received == CHUNKS
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        '{"choices": [{"delta": {"content": "caf\\u00e9 \\ud83d\\ude00"}}]}',
+        # Taken by the standard library, refused by orjson: parsed as before.
+        '{"choices": [{"delta": {"content": "half an emoji \\ud83d"}}]}',
+        '{"choices": [], "cost": NaN}',
+    ],
+)
+def test_chunks_parse_as_the_standard_library_parses_them(data):
+    parsed = openrouter._parse_chunk(data)
+    assert json.dumps(parsed) == json.dumps(json.loads(data))
+
+
+@pytest.mark.parametrize("data", ['{"choices": [', "{'single': 'quotes'}", ""])
+def test_json_neither_parser_takes_is_refused(data):
+    with pytest.raises(ValueError):
+        openrouter._parse_chunk(data)
