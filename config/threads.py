@@ -37,8 +37,11 @@ from typing import Any
 from asgiref.sync import SyncToAsync, ThreadSensitiveContext
 from django.conf import settings
 from django.contrib.staticfiles.handlers import ASGIStaticFilesHandler
+from django.core.cache import close_caches
 from django.core.handlers.asgi import ASGIHandler
-from django.db import close_old_connections, connections
+from django.core.handlers.base import reset_urlconf
+from django.core.signals import request_finished, request_started
+from django.db import close_old_connections, connections, reset_queries
 
 
 class ExecutorPool:
@@ -230,23 +233,57 @@ def detached_task[T](coro: Coroutine[Any, Any, T], name: str) -> "asyncio.Task[T
     return asyncio.get_running_loop().create_task(coro, name=name, context=contextvars.Context())
 
 
+class InlineExecutor(Executor):
+    """Runs each call at once, in the calling thread: for the event loop's own thread, with
+    synchronous code that does no blocking I/O (Django's async-unsafe guard raises
+    SynchronousOnlyOperation if it touches the database there)."""
+
+    def submit(self, fn, /, *args, **kwargs) -> Future:
+        future: Future = Future()
+        try:
+            future.set_result(fn(*args, **kwargs))
+        except BaseException as exc:
+            future.set_exception(exc)
+        return future
+
+
+inline = InlineExecutor()
+
+# Django's own receivers of request_started and request_finished. Each tidies the state of the
+# thread it runs in (its database connections, query log, caches, URLconf), and does no
+# blocking I/O there: the event loop's thread holds no database connection to close.
+_TIDY_RECEIVERS = {reset_queries, close_old_connections, close_caches, reset_urlconf}
+
+
+def _only_tidy_receivers() -> bool:
+    for signal in (request_started, request_finished):
+        sync_receivers, _ = signal._live_receivers(None)
+        if not all(receiver in _TIDY_RECEIVERS for receiver in sync_receivers):
+            return False
+    return True
+
+
 class PooledASGIHandler(ASGIHandler):
     """Django's ASGI handler, running each request's synchronous code in a pooled thread.
 
     The thread is borrowed while Django makes the response and given back (tidy: what
     request_finished does for the thread's connections) before a streamed body goes out, so
-    an open stream holds no thread. Django's request_started and request_finished signals run
-    outside it, in asgiref's process-wide thread, which holds no request's connection.
+    an open stream holds no thread.
 
-    Django enters a `ThreadSensitiveContext()` per request, and asgiref gives such a context
-    a new thread for its first synchronous call (here: the request_started signal) and, on
-    exit, starts another to join it: two threads started per request. The context here is
-    given the process-wide thread instead."""
+    Django's request_started and request_finished signals run outside it. Django enters a
+    `ThreadSensitiveContext()` per request, and asgiref gives such a context a new thread for
+    its first synchronous call (the request_started signal) and, on exit, starts another to
+    join it: two threads started per request, and two thread switches. Here the context runs
+    those calls inline, on the event loop, while their receivers are Django's own tidy-ups
+    (`_TIDY_RECEIVERS`: nothing to tidy on the loop's thread, which holds no connection; the
+    pooled thread is tidied when it is given back); any other receiver connected, they run
+    in asgiref's process-wide thread, as before."""
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
             raise ValueError(f"Django can only handle ASGI/HTTP connections, not {scope['type']}.")
-        async with ThreadSensitiveContext(executor=SyncToAsync.single_thread_executor):
+        executor = inline if _only_tidy_receivers() else SyncToAsync.single_thread_executor
+        async with ThreadSensitiveContext(executor=executor):
             await self.handle(scope, receive, send)
 
     async def run_get_response(self, request):

@@ -7,10 +7,11 @@ import time
 import httpx
 import pytest
 from asgiref.sync import sync_to_async
+from django.core.signals import request_started
 from django.db import connection
 
 from chat.models import Message
-from config.threads import ExecutorPool, LendingExecutor, detached_task
+from config.threads import ExecutorPool, InlineExecutor, LendingExecutor, detached_task
 
 
 async def _all_given_back(pool: ExecutorPool) -> bool:
@@ -82,6 +83,54 @@ def test_requests_start_no_threads(app_server, token, monkeypatch):
             assert client.get("/static/js/chat.js").status_code == 200
 
     assert started == []
+
+
+@pytest.mark.django_db(transaction=True)
+def test_djangos_request_signals_run_on_the_event_loop(app_server, token, monkeypatch):
+    """request_started (before the view) and the response's close (request_finished after
+    it): two synchronous calls, run inline instead of by a thread switch each."""
+    calls: list[bool] = []
+    submit = InlineExecutor.submit
+
+    def recording_submit(self, fn, /, *args, **kwargs):
+        try:
+            asyncio.get_running_loop()
+            calls.append(True)  # on the event loop's thread
+        except RuntimeError:
+            calls.append(False)
+        return submit(self, fn, *args, **kwargs)
+
+    monkeypatch.setattr(InlineExecutor, "submit", recording_submit)
+    with httpx.Client(base_url=app_server.url, timeout=10) as client:
+        headers = {"Authorization": f"Bearer {token}"}
+        assert client.get("/api/chat/generation/gen-unknown", headers=headers).status_code == 404
+    assert calls == [True, True]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_another_request_signal_receiver_runs_in_a_thread(app_server, token):
+    """A receiver that is not one of Django's tidy-ups may block (the database, a file): it
+    runs in asgiref's process-wide thread, off the event loop."""
+    seen: list[tuple[str, bool]] = []
+
+    def receiver(**kwargs):
+        try:
+            asyncio.get_running_loop()
+            on_loop = True
+        except RuntimeError:
+            on_loop = False
+        seen.append((threading.current_thread().name, on_loop))
+
+    request_started.connect(receiver)
+    try:
+        with httpx.Client(base_url=app_server.url, timeout=10) as client:
+            headers = {"Authorization": f"Bearer {token}"}
+            response = client.get("/api/chat/generation/gen-unknown", headers=headers)
+            assert response.status_code == 404
+    finally:
+        request_started.disconnect(receiver)
+    assert len(seen) == 1
+    assert seen[0][1] is False, "the receiver ran on the event loop"
 
 
 @pytest.mark.django_db(transaction=True)
