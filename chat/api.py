@@ -68,6 +68,20 @@ def sse_event(event: Event) -> bytes:
 _PING = Event("ping", None)
 
 
+class EventStream(StreamingHttpResponse):
+    """A server-sent event stream, from an iterator of bytes (each part one or more events).
+
+    Served as the parts come: Django's streaming response would pass each through two more
+    generators (one makes sure the part is bytes, one re-yields it), per token."""
+
+    def __init__(self, parts: AsyncIterator[bytes]) -> None:
+        super().__init__(parts, content_type="text/event-stream", headers=_SSE_HEADERS)
+        self._parts = parts
+
+    def __aiter__(self) -> AsyncIterator[bytes]:
+        return self._parts
+
+
 async def relay_turn(turn: Turn, queue: asyncio.Queue[Event]) -> AsyncIterator[bytes]:
     """Relay a turn's events as SSE; a client that goes away cancels the turn.
 
@@ -175,9 +189,7 @@ async def chat_stream(request, body: ChatStreamIn):
     turn = await _start_turn(request.auth, turn_input)
     # Subscribe before the task first runs, so no event is missed.
     queue = turn.subscribe()
-    return StreamingHttpResponse(
-        relay_turn(turn, queue), content_type="text/event-stream", headers=_SSE_HEADERS
-    )
+    return EventStream(relay_turn(turn, queue))
 
 
 async def _test_stream() -> AsyncIterator[bytes]:
@@ -189,9 +201,7 @@ async def _test_stream() -> AsyncIterator[bytes]:
 
 @router.get("/test-stream", openapi_extra=_SSE_DOC, summary="A fixed three-event test stream")
 async def test_stream(request):
-    return StreamingHttpResponse(
-        _test_stream(), content_type="text/event-stream", headers=_SSE_HEADERS
-    )
+    return EventStream(_test_stream())
 
 
 @router.get(

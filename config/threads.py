@@ -286,6 +286,14 @@ class PooledASGIHandler(ASGIHandler):
         async with ThreadSensitiveContext(executor=executor):
             await self.handle(scope, receive, send)
 
+    @classmethod
+    def chunk_bytes(cls, data):
+        # What a body is cut into for sending: a part within one chunk (a streamed token, most
+        # pages) without a generator.
+        if len(data) <= cls.chunk_size:
+            return ((data, True),)
+        return super().chunk_bytes(data)
+
     async def run_get_response(self, request):
         async with pool.lend(tidy=True):
             return await super().run_get_response(request)

@@ -413,3 +413,13 @@ async def test_per_call_lending_waits_for_a_thread_when_all_are_lent():
         assert pool.created == 1
     finally:
         pool.close()
+
+
+@pytest.mark.parametrize("size", [0, 1, 100, 65536, 65537, 3 * 65536 + 5])
+def test_bodies_are_cut_as_django_cuts_them(size):
+    from django.core.handlers.asgi import ASGIHandler
+
+    from config.threads import PooledASGIHandler
+
+    data = bytes(range(256)) * (size // 256) + b"x" * (size % 256)
+    assert list(PooledASGIHandler.chunk_bytes(data)) == list(ASGIHandler.chunk_bytes(data))
