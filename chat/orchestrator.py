@@ -379,6 +379,7 @@ async def run_turn(
     prompt = prepared.prompt
     # The previous round, its last tool result still being stored (see below).
     storing: toolloop.PendingRound | None = None
+    checkpoint_every = settings.CHAT_CHECKPOINT_SECONDS  # read once: a settings read per token
     while True:
         rounds += 1
         acc = Accumulator()
@@ -420,7 +421,7 @@ async def run_turn(
                     acc.add(chunk)
                     yield Event("message", raw)
                     now = time.monotonic()
-                    if now - last_checkpoint >= settings.CHAT_CHECKPOINT_SECONDS:
+                    if now - last_checkpoint >= checkpoint_every:
                         last_checkpoint = now
                         await _db(_checkpoint, current, acc)
         except openrouter.UpstreamError as exc:

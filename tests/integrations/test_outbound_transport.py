@@ -96,6 +96,39 @@ async def test_a_server_that_stops_sending_raises_a_read_timeout():
             await anext(chunks)
 
 
+async def test_a_stall_is_timed_from_the_last_chunk_received():
+    """Chunks 0.6 read timeouts apart for over four read timeouts: no timeout, as each chunk
+    restarts the wait; then a stall: the timeout, no sooner than one read timeout after the
+    last chunk."""
+    read_timeout = 0.2
+
+    async def handler(reader, writer):
+        await read_request(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n")
+        for _ in range(8):
+            writer.write(b"1\r\nx\r\n")
+            await writer.drain()
+            await asyncio.sleep(read_timeout * 0.6)
+        await reader.read()  # then silent until the client gives up and closes
+        writer.close()
+
+    server, port = await serve(handler)
+    loop = asyncio.get_running_loop()
+    async with (
+        server,
+        client(timeout=httpx2.Timeout(5.0, read=read_timeout)) as http,
+        http.stream("GET", f"http://127.0.0.1:{port}/") as response,
+    ):
+        received = b""
+        last = loop.time()
+        with pytest.raises(httpx2.ReadTimeout):
+            async for chunk in response.aiter_bytes():
+                received += chunk
+                last = loop.time()
+        assert loop.time() - last >= read_timeout
+    assert received == b"x" * 8
+
+
 async def test_a_dropped_connection_mid_answer_is_a_transport_error():
     async def handler(reader, writer):
         await read_request(reader)
