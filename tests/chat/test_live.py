@@ -70,3 +70,46 @@ def test_a_new_turn_drawn_from_the_messages_just_stored_is_the_turn_read_back(us
     read_back = live.render_turn(prepared.conversation, root_id, append=True, live=None)
     assert "second" in from_memory and "status-streaming" in from_memory
     assert from_memory == read_back
+
+
+def _message(text: str):
+    from chat.turns import Event
+
+    return Event("message", text)
+
+
+async def test_tokens_between_frames_wake_the_publisher_once_per_frame():
+    import asyncio
+
+    from chat.live import _TICK, FrameQueue
+
+    queue = FrameQueue(0.05)
+    for index in range(10):  # the first is due at once: no frame drawn yet
+        queue.put_nowait(_message(str(index)))
+    assert queue.qsize() == 1 and queue.get_nowait() is _TICK and queue.dirty
+    queue.tick_pending = False
+    queue.drawn()
+    for index in range(10):  # within the interval after a frame: one tick, when it is due
+        queue.put_nowait(_message(str(index)))
+    assert queue.qsize() == 0 and queue.dirty
+    assert await asyncio.wait_for(queue.get(), 1) is _TICK
+    assert queue.qsize() == 0
+    queue.close()
+
+
+async def test_other_events_queue_in_order_and_a_closed_queue_arms_nothing():
+    import asyncio
+
+    from chat.live import FrameQueue
+    from chat.turns import END, Event
+
+    queue = FrameQueue(0.05)
+    queue.drawn()
+    queue.put_nowait(_message("a"))  # arms a tick for 50 ms from now
+    notice = Event("notice", {"message": "n"})
+    queue.put_nowait(notice)
+    queue.put_nowait(END)
+    assert [queue.get_nowait(), queue.get_nowait()] == [notice, END]
+    queue.close()  # the turn ended: the armed tick never comes
+    await asyncio.sleep(0.1)
+    assert queue.qsize() == 0
