@@ -78,8 +78,22 @@ class ServerConfig:
         )
 
 
+# Every chat turn reads every server's configuration. That query has no parameters, so its SQL
+# is the same each time for a database: compiled once per database (alias), and run as a raw
+# query, which builds the same model objects (columns by name, JSON fields decoded, the
+# ordering in the SQL). Compiling the ORM query was half of reading one server.
+_ALL_SERVERS_SQL: dict[str, tuple[str, tuple[Any, ...]]] = {}
+
+
 def load_configs() -> list[ServerConfig]:
-    return [ServerConfig.from_model(s) for s in McpServer.objects.all()]
+    servers = McpServer.objects.all()
+    alias = servers.db
+    compiled = _ALL_SERVERS_SQL.get(alias)
+    if compiled is None:
+        sql, params = servers.query.get_compiler(alias).as_sql()
+        compiled = _ALL_SERVERS_SQL[alias] = (sql, tuple(params))
+    raw = McpServer.objects.db_manager(alias).raw(compiled[0], compiled[1])
+    return [ServerConfig.from_model(s) for s in raw]
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,7 @@
 import pytest
 
 from integrations.models import McpServer, McpTool
-from integrations.registry import get_registry
+from integrations.registry import ServerConfig, get_registry, load_configs
 from tests.integrations.conftest import chat, eventually, set_calls, tool_events
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -177,3 +177,31 @@ async def test_extra_headers_and_the_bearer_secret_are_sent(mcp_server, add_serv
     for headers in alpha.app.headers:
         assert headers[b"x-tenant"] == b"t-1"
         assert headers[b"authorization"] == b"Bearer tok-abc"
+
+
+@pytest.mark.django_db
+def test_server_configs_are_read_whole_and_in_order_every_time():
+    McpServer.objects.all().delete()
+    first = McpServer(
+        server_id="zeta",
+        name="Zeta",
+        transport="http",
+        url="http://127.0.0.1:9/mcp",
+        args=["--flag", 2],
+        env={"A": "1"},
+        headers={"X-Key": "v"},
+        disabled_tools=["drop"],
+        connect_timeout=3,
+    )
+    first.set_secret("s3cret")
+    first.save()
+    assert load_configs() == [ServerConfig.from_model(s) for s in McpServer.objects.all()]
+
+    # What is read is the rows as they are now: the SQL is kept, never the rows.
+    McpServer.objects.create(server_id="alpha", name="Alpha", transport="http", url="http://x/")
+    McpServer.objects.filter(server_id="zeta").update(enabled=False, env={"B": "2"})
+    configs = load_configs()
+    assert [c.server_id for c in configs] == ["alpha", "zeta"]
+    assert configs == [ServerConfig.from_model(s) for s in McpServer.objects.all()]
+    assert configs[1].enabled is False and configs[1].env == (("B", "2"),)
+    assert configs[1].secret == "s3cret" and configs[1].args == ("--flag", "2")
