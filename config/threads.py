@@ -255,9 +255,11 @@ inline = InlineExecutor()
 _TIDY_RECEIVERS = {reset_queries, close_old_connections, close_caches, reset_urlconf}
 
 
-def _only_tidy_receivers() -> bool:
+def _only_tidy_receivers(handler: type) -> bool:
+    """Whether Django's request signals, as sent by `handler` (the sender of both), reach only
+    `_TIDY_RECEIVERS` among synchronous receivers."""
     for signal in (request_started, request_finished):
-        sync_receivers, _ = signal._live_receivers(None)
+        sync_receivers, _ = signal._live_receivers(handler)
         if not all(receiver in _TIDY_RECEIVERS for receiver in sync_receivers):
             return False
     return True
@@ -282,7 +284,8 @@ class PooledASGIHandler(ASGIHandler):
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
             raise ValueError(f"Django can only handle ASGI/HTTP connections, not {scope['type']}.")
-        executor = inline if _only_tidy_receivers() else SyncToAsync.single_thread_executor
+        tidy_only = _only_tidy_receivers(type(self))
+        executor = inline if tidy_only else SyncToAsync.single_thread_executor
         async with ThreadSensitiveContext(executor=executor):
             await self.handle(scope, receive, send)
 

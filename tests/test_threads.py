@@ -11,7 +11,13 @@ from django.core.signals import request_started
 from django.db import connection
 
 from chat.models import Message
-from config.threads import ExecutorPool, InlineExecutor, LendingExecutor, detached_task
+from config.threads import (
+    ExecutorPool,
+    InlineExecutor,
+    LendingExecutor,
+    PooledASGIHandler,
+    detached_task,
+)
 
 
 async def _all_given_back(pool: ExecutorPool) -> bool:
@@ -107,10 +113,12 @@ def test_djangos_request_signals_run_on_the_event_loop(app_server, token, monkey
     assert calls == [True, True]
 
 
+@pytest.mark.parametrize("sender", [None, PooledASGIHandler])
 @pytest.mark.django_db(transaction=True)
-def test_another_request_signal_receiver_runs_in_a_thread(app_server, token):
+def test_another_request_signal_receiver_runs_in_a_thread(app_server, token, sender):
     """A receiver that is not one of Django's tidy-ups may block (the database, a file): it
-    runs in asgiref's process-wide thread, off the event loop."""
+    runs in asgiref's process-wide thread, off the event loop (connected for any sender, or
+    for the handler's class)."""
     seen: list[tuple[str, bool]] = []
 
     def receiver(**kwargs):
@@ -121,14 +129,14 @@ def test_another_request_signal_receiver_runs_in_a_thread(app_server, token):
             on_loop = False
         seen.append((threading.current_thread().name, on_loop))
 
-    request_started.connect(receiver)
+    request_started.connect(receiver, sender=sender)
     try:
         with httpx.Client(base_url=app_server.url, timeout=10) as client:
             headers = {"Authorization": f"Bearer {token}"}
             response = client.get("/api/chat/generation/gen-unknown", headers=headers)
             assert response.status_code == 404
     finally:
-        request_started.disconnect(receiver)
+        request_started.disconnect(receiver, sender=sender)
     assert len(seen) == 1
     assert seen[0][1] is False, "the receiver ran on the event loop"
 
