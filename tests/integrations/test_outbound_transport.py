@@ -265,6 +265,32 @@ async def test_a_server_silent_before_its_headers_raises_a_read_timeout():
             await http.get(f"http://127.0.0.1:{port}/")
 
 
+async def test_a_reused_connection_still_times_the_wait_for_headers():
+    """A streamed body's reads are timed by the transport's own watch, which turns aiohttp's
+    per-chunk timer off for that body: the next request on the same connection has it back."""
+    connections = 0
+
+    async def handler(reader, writer):
+        nonlocal connections
+        connections += 1
+        await read_request(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n")
+        writer.write(b"2\r\nok\r\n0\r\n\r\n")
+        await writer.drain()
+        await read_request(reader)  # the second request, on the same connection: no answer
+        await reader.read()
+        writer.close()
+
+    server, port = await serve(handler)
+    url = f"http://127.0.0.1:{port}/"
+    async with server, client(timeout=httpx2.Timeout(5.0, read=0.2)) as http:
+        async with http.stream("GET", url) as response:
+            assert [chunk async for chunk in response.aiter_bytes()] == [b"ok"]
+        with pytest.raises(httpx2.ReadTimeout):
+            await http.get(url)
+    assert connections == 1
+
+
 async def test_the_request_goes_out_as_httpx2_built_it_and_redirects_are_not_followed():
     seen: list[bytes] = []
 
