@@ -83,7 +83,7 @@ async def test_tokens_between_frames_wake_the_publisher_once_per_frame():
 
     from chat.live import _TICK, FrameQueue
 
-    queue = FrameQueue(0.05)
+    queue = FrameQueue(0.3)
     for index in range(10):  # the first is due at once: no frame drawn yet
         queue.put_nowait(_message(str(index)))
     assert queue.qsize() == 1 and queue.get_nowait() is _TICK and queue.dirty
@@ -103,13 +103,13 @@ async def test_other_events_queue_in_order_and_a_closed_queue_arms_nothing():
     from chat.live import FrameQueue
     from chat.turns import END, Event
 
-    queue = FrameQueue(0.05)
+    queue = FrameQueue(0.3)
     queue.drawn()
-    queue.put_nowait(_message("a"))  # arms a tick for 50 ms from now
+    queue.put_nowait(_message("a"))  # arms a tick for 0.3 s from now
     notice = Event("notice", {"message": "n"})
     queue.put_nowait(notice)
     queue.put_nowait(END)
     assert [queue.get_nowait(), queue.get_nowait()] == [notice, END]
     queue.close()  # the turn ended: the armed tick never comes
-    await asyncio.sleep(0.1)
+    await asyncio.sleep(0.4)
     assert queue.qsize() == 0

@@ -97,10 +97,10 @@ async def test_a_server_that_stops_sending_raises_a_read_timeout():
 
 
 async def test_a_stall_is_timed_from_the_last_chunk_received():
-    """Chunks 0.6 read timeouts apart for over four read timeouts: no timeout, as each chunk
-    restarts the wait; then a stall: the timeout, no sooner than one read timeout after the
-    last chunk."""
-    read_timeout = 0.2
+    """Chunks a third of a read timeout apart for over two and a half read timeouts: no
+    timeout, as each chunk restarts the wait; then a stall: the timeout, no sooner than one
+    read timeout after the last chunk."""
+    read_timeout = 0.3
 
     async def handler(reader, writer):
         await read_request(reader)
@@ -108,7 +108,7 @@ async def test_a_stall_is_timed_from_the_last_chunk_received():
         for _ in range(8):
             writer.write(b"1\r\nx\r\n")
             await writer.drain()
-            await asyncio.sleep(read_timeout * 0.6)
+            await asyncio.sleep(read_timeout / 3)
         await reader.read()  # then silent until the client gives up and closes
         writer.close()
 
