@@ -149,48 +149,9 @@ _TICK = Event("tick", None)
 _NO_REDRAW = frozenset({"metadata", "session"})
 
 
-class FrameQueue(asyncio.Queue[Event]):
-    """The publisher's subscription to a turn. Content events (one per token) are not queued:
-    each marks the text changed (`dirty`) and, unless one is pending, arms a tick for when the
-    next frame is due (CHAT_FRAME_SECONDS after the last). So the publisher wakes once per frame
-    instead of once per token. Other events queue as they come."""
-
-    def __init__(self, interval: float) -> None:
-        super().__init__()
-        self.interval = interval
-        self.dirty = False
-        self.last_frame = 0.0
-        self.tick_pending = False  # a tick is armed or queued, not yet taken
-        self._timer: asyncio.TimerHandle | None = None
-        self._loop = asyncio.get_running_loop()
-
-    def put_nowait(self, item: Event) -> None:
-        if item is END or item.name != "message":
-            super().put_nowait(item)
-            return
-        self.dirty = True
-        if self.tick_pending:
-            return
-        self.tick_pending = True
-        delay = self.last_frame + self.interval - self._loop.time()
-        if delay > 0:
-            self._timer = self._loop.call_later(delay, super().put_nowait, _TICK)
-        else:
-            super().put_nowait(_TICK)
-
-    def drawn(self) -> None:
-        """A frame with all of the text so far went out."""
-        self.dirty = False
-        self.last_frame = self._loop.time()
-
-    def close(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-
-
 async def publish(
     turn: Turn,
-    queue: FrameQueue,
+    queue: asyncio.Queue[Event],
     conversation: Conversation,
     root_id: int,
     first_exchange: bool = True,
@@ -201,6 +162,13 @@ async def publish(
     channel = await layer.new_channel()
     await layer.group_add(control_group(conversation.pk), channel)
     listener = asyncio.create_task(_listen_for_control(layer, channel, turn))
+    interval = settings.CHAT_FRAME_SECONDS
+    loop = asyncio.get_running_loop()
+    last_frame = 0.0
+    dirty = False
+    # A content frame is due `interval` after the last one: one timer per frame drops a tick
+    # into the queue, rather than a timeout around every event.
+    tick: asyncio.TimerHandle | None = None
     markdown = StreamingMarkdown()
     drawn_message_id = turn.assistant_message_id  # the message the page has an element for
     try:
@@ -209,12 +177,16 @@ async def publish(
             if event is END:
                 break
             if event is _TICK:
-                queue.tick_pending = False
-                if not queue.dirty:
+                tick = None
+            elif event.name == "message":
+                dirty = True
+                if tick is not None:
                     continue
-            elif event.name in _NO_REDRAW:
-                continue
-            else:
+                delay = last_frame + interval - loop.time()
+                if delay > 0:
+                    tick = loop.call_later(delay, queue.put_nowait, _TICK)
+                    continue
+            elif event.name not in _NO_REDRAW:
                 # Tool calls and notices change the turn's shape: redraw it whole. (A stored
                 # answer needs no redraw: the next tool event or the end redraws; a new
                 # conversation's `session` event is for API clients, the page has its id.)
@@ -225,7 +197,12 @@ async def publish(
                 )
                 await broadcast(conversation.pk, html)
                 drawn_message_id = turn.assistant_message_id
-                queue.drawn()
+                dirty = False
+                last_frame = loop.time()
+                continue
+            else:
+                continue
+            if not dirty:
                 continue
             message_id = turn.assistant_message_id
             if message_id is not None and message_id != drawn_message_id:
@@ -239,9 +216,11 @@ async def publish(
             elif message_id is not None:
                 html = render_content(message_id, turn.content, turn.reasoning, markdown)
                 await broadcast(conversation.pk, html)
-            queue.drawn()
+            dirty = False
+            last_frame = loop.time()
     finally:
-        queue.close()
+        if tick is not None:
+            tick.cancel()
         listener.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await listener
@@ -271,7 +250,7 @@ def start(
     turn: Turn, conversation: Conversation, root_id: int, first_exchange: bool = True
 ) -> asyncio.Task:
     # Subscribe now, before the turn's task first runs, so its end cannot be missed.
-    queue = turn.add_subscriber(FrameQueue(settings.CHAT_FRAME_SECONDS))
+    queue = turn.subscribe()
     task = asyncio.get_running_loop().create_task(
         publish(turn, queue, conversation, root_id, first_exchange),
         name=f"publish-{conversation.pk}",

@@ -59,11 +59,7 @@ class Turn:
         return "".join(self.reasoning_parts)
 
     def subscribe(self) -> asyncio.Queue[Event]:
-        """Receive the turn's events from now on, in a new queue."""
-        return self.add_subscriber(asyncio.Queue())
-
-    def add_subscriber[Q: asyncio.Queue[Event]](self, queue: Q) -> Q:
-        """Receive the turn's events from now on, in `queue` (`put_nowait` gets each one)."""
+        queue: asyncio.Queue[Event] = asyncio.Queue()
         if self.done.is_set():
             queue.put_nowait(END)
         else:
