@@ -169,6 +169,7 @@ class AiohttpTransport(httpx2.AsyncBaseTransport):
             for name, value in request.headers.raw
             if name.lower() not in (b"host", b"content-length", b"transfer-encoding")
         ]
+        timeout = _timeout(request)
         try:
             response = await session.request(
                 request.method,
@@ -176,7 +177,7 @@ class AiohttpTransport(httpx2.AsyncBaseTransport):
                 headers=headers,
                 data=body or None,
                 allow_redirects=False,
-                timeout=_timeout(request),
+                timeout=timeout,
                 compress=None,
             )
         except (TimeoutError, aiohttp.ConnectionTimeoutError, aiohttp.ServerTimeoutError) as exc:
@@ -196,7 +197,7 @@ class AiohttpTransport(httpx2.AsyncBaseTransport):
         return httpx2.Response(
             status_code=response.status,
             headers=[(k.decode("latin-1"), v.decode("latin-1")) for k, v in response.raw_headers],
-            stream=_Body(response, request, (request.extensions.get("timeout") or {}).get("read")),
+            stream=_Body(response, request, timeout.sock_read),
             extensions={
                 "http_version": f"HTTP/{response.version.major}.{response.version.minor}".encode()
                 if response.version
