@@ -29,6 +29,15 @@ async def _all_given_back(pool: ExecutorPool) -> bool:
     return False
 
 
+def _on_event_loop() -> bool:
+    """Whether the calling thread is running an event loop (a request's loop, not a thread)."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return False
+    return True
+
+
 def _thread_and_connection() -> tuple[int, object]:
     connection.ensure_connection()
     return threading.get_ident(), connection.connection
@@ -99,11 +108,7 @@ def test_djangos_request_signals_run_on_the_event_loop(app_server, token, monkey
     submit = InlineExecutor.submit
 
     def recording_submit(self, fn, /, *args, **kwargs):
-        try:
-            asyncio.get_running_loop()
-            calls.append(True)  # on the event loop's thread
-        except RuntimeError:
-            calls.append(False)
+        calls.append(_on_event_loop())
         return submit(self, fn, *args, **kwargs)
 
     monkeypatch.setattr(InlineExecutor, "submit", recording_submit)
@@ -126,12 +131,7 @@ def test_another_request_signal_receiver_runs_in_a_thread(app_server, token, sen
     seen: list[tuple[str, bool]] = []
 
     def receiver(**kwargs):
-        try:
-            asyncio.get_running_loop()
-            on_loop = True
-        except RuntimeError:
-            on_loop = False
-        seen.append((threading.current_thread().name, on_loop))
+        seen.append((threading.current_thread().name, _on_event_loop()))
 
     request_started.connect(receiver, sender=sender)
     try:
